@@ -1,0 +1,97 @@
+"""In-process BLIP-2 (VISION_BACKEND=local) through the very functions SageMaker calls.
+
+The model loads once, in the lifespan, via `model_fn`; each request goes through
+`input_fn -> predict_fn -> output_fn` with the same JSON body the SageMaker adapter sends,
+so the in-process path and the endpoint cannot drift apart. Calls run in a worker thread,
+one at a time (torch already uses every core for one call; a second would only thrash).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from functools import partial
+from pathlib import Path
+
+import anyio
+import structlog
+from pydantic import ValidationError
+
+from app.config import ConfigError, Settings
+from app.domain.models import VisionResult
+from app.errors import UpstreamTimeout, VisionModelError
+from model.code import inference
+
+log = structlog.get_logger(__name__)
+
+
+def load_model(settings: Settings) -> inference.LoadedModel:
+    """Load BLIP-2 from MODEL_DIR, else MODEL_ID from the hub; blocking, so call it in a thread."""
+    source = str(settings.model_dir) if settings.model_dir else settings.model_id
+    if settings.model_dir and not (Path(settings.model_dir) / "config.json").is_file():
+        raise ConfigError(
+            f"MODEL_DIR={settings.model_dir} holds no BLIP-2 model (no config.json); "
+            "build the tiny one with `make tiny-model` or point MODEL_DIR at a downloaded model."
+        )
+    try:
+        return inference.model_fn(source, device=settings.model_device, dtype=settings.model_dtype)
+    except OSError as exc:  # transformers raises OSError when the hub cannot be reached or has no such model
+        raise ConfigError(
+            f"Could not load MODEL_ID={settings.model_id} from the Hugging Face hub; set MODEL_DIR to a local "
+            "BLIP-2 folder (for an offline demo: `make tiny-model`, then MODEL_DIR=data/models/tiny-blip2)."
+        ) from exc
+
+
+class LocalVision:
+    """The `VisionModel` port over an in-process BLIP-2."""
+
+    def __init__(self, loaded: inference.LoadedModel, *, timeout_s: float) -> None:
+        self.loaded = loaded
+        self.name = loaded.name
+        self.timeout_s = timeout_s
+        self._one_at_a_time = anyio.CapacityLimiter(1)
+
+    def _run(self, body: bytes) -> bytes:
+        request = inference.input_fn(body, inference.JSON_TYPE)
+        prediction = inference.predict_fn(request, self.loaded)
+        payload, _ = inference.output_fn(prediction, inference.JSON_TYPE)
+        return payload
+
+    async def describe(
+        self,
+        image_jpeg: bytes,
+        questions: Sequence[str],
+        *,
+        caption_max_new_tokens: int,
+        answer_max_new_tokens: int,
+    ) -> VisionResult:
+        body = json.dumps(
+            {
+                "image": base64.b64encode(image_jpeg).decode("ascii"),
+                "questions": list(questions),
+                "max_new_tokens": {"caption": caption_max_new_tokens, "answer": answer_max_new_tokens},
+            }
+        ).encode()
+        try:
+            with anyio.fail_after(self.timeout_s):
+                # abandon_on_cancel: a timed-out request answers 504 at once; the model call
+                # finishes in its thread and the next request waits for the limiter.
+                payload = await anyio.to_thread.run_sync(
+                    partial(self._run, body), limiter=self._one_at_a_time, abandon_on_cancel=True
+                )
+        except TimeoutError as exc:
+            raise UpstreamTimeout("The vision model did not answer in time.") from exc
+        except inference.InvalidInput as exc:
+            raise VisionModelError("The vision model refused the image.") from exc
+        except (RuntimeError, ValueError) as exc:  # torch errors (out of memory, shape bugs) are RuntimeErrors
+            log.exception("local_vision_failed")
+            raise VisionModelError() from exc
+        try:
+            return VisionResult.model_validate_json(payload)
+        except ValidationError as exc:
+            raise VisionModelError("The vision model answered with an unexpected shape.") from exc
+
+    async def check(self) -> None:
+        """The model is loaded by the time this object exists."""
+        return

@@ -1,0 +1,173 @@
+"""The composition root: Settings -> adapters -> services -> FastAPI.
+
+This is the only module that names concrete adapters. They are imported inside the factory
+functions, so the service image (no torch) never imports the in-process model, and every
+SDK client is built in the lifespan, once, with explicit timeouts, and closed on shutdown.
+Tests call `create_app(settings, backends=Backends(...fakes...))`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any
+
+import anyio
+import structlog
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from app.api.routes import analyze, health
+from app.config import ConfigError, Settings
+from app.domain.ports import Backends, ImageStore, ReportWriter, VisionModel
+from app.errors_http import install_error_handlers
+from app.logging import configure_logging
+from app.middleware import RequestContextMiddleware
+from app.services.analysis import AnalysisService, VisionOptions
+
+log = structlog.get_logger("app")
+
+VERSION = "0.1.0"
+
+
+def create_app(settings: Settings | None = None, *, backends: Backends | None = None) -> FastAPI:
+    """Build the app; backends given here replace the ones the settings would build."""
+    settings = settings or Settings()
+    settings.check_backends()
+    if settings.auth_mode == "supabase":
+        raise ConfigError("AUTH_MODE=supabase is not available in this version yet; use AUTH_MODE=disabled locally.")
+    configure_logging(fmt=settings.log_format, level=settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
+        async with AsyncExitStack() as stack:
+            built = backends or await build_backends(settings, stack)
+            analyzer = AnalysisService(
+                store=built.store,
+                vision=built.vision,
+                writer=built.writer,
+                options=VisionOptions(
+                    questions=settings.vision_questions,
+                    caption_max_new_tokens=settings.vision_caption_max_new_tokens,
+                    answer_max_new_tokens=settings.vision_answer_max_new_tokens,
+                ),
+            )
+            if settings.auth_mode == "disabled":
+                log.warning("auth_disabled", user_id=settings.local_user_id)
+            log.info(
+                "started",
+                storage=settings.storage_backend,
+                vision=built.vision.name,
+                writer=built.writer.name,
+                environment=settings.environment,
+            )
+            yield {
+                "settings": settings,
+                "backends": built,
+                "analyzer": analyzer,
+                # Decoding a 40 MP photo takes ~150 MB; bound how many run at once.
+                "image_limiter": anyio.CapacityLimiter(max(2, os.cpu_count() or 2)),
+            }
+            log.info("stopping")
+
+    app = FastAPI(
+        title="product-analyzer",
+        version=VERSION,
+        summary="A product photo in, a structured product report out.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origin_regex=origins_regex(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(RequestContextMiddleware)  # added last: outermost, sees every response
+    app.include_router(health.router)
+    app.include_router(analyze.router)
+    return app
+
+
+def origins_regex(origins: tuple[str, ...]) -> str:
+    """One regex for the allowed origins; `*` in an entry matches a port or subdomain part."""
+    parts = [re.escape(origin.rstrip("/")).replace(r"\*", r"[A-Za-z0-9.-]+") for origin in origins]
+    return "^(?:" + "|".join(parts) + ")$"
+
+
+async def build_backends(settings: Settings, stack: AsyncExitStack) -> Backends:
+    """Build the adapters the settings name; clients close when `stack` does."""
+    return Backends(
+        store=await _build_store(settings, stack),
+        vision=await _build_vision(settings, stack),
+        writer=await _build_writer(settings, stack),
+    )
+
+
+async def _build_store(settings: Settings, stack: AsyncExitStack) -> ImageStore:
+    if settings.storage_backend == "local":
+        from app.adapters.storage_local import LocalImageStore
+
+        return LocalImageStore(settings.storage_dir)
+    if settings.storage_backend == "s3":
+        from app.adapters.aws import build_s3_client
+        from app.adapters.storage_s3 import S3ImageStore
+
+        assert settings.s3_bucket is not None  # check_backends made sure
+        client = build_s3_client(settings)
+        stack.callback(client.close)
+        return S3ImageStore(
+            client, bucket=settings.s3_bucket, prefix=settings.s3_prefix, kms_key_id=settings.s3_kms_key_id
+        )
+    raise ConfigError(f"Unknown STORAGE_BACKEND={settings.storage_backend!r}; use local or s3.")
+
+
+async def _build_vision(settings: Settings, stack: AsyncExitStack) -> VisionModel:
+    if settings.vision_backend == "local":
+        from app.adapters.vision_local import LocalVision, load_model
+
+        loaded = await anyio.to_thread.run_sync(load_model, settings)
+        log.info("model_loaded", model=loaded.name, device=str(loaded.device), dtype=str(loaded.dtype))
+        return LocalVision(loaded, timeout_s=settings.vision_timeout_seconds)
+    if settings.vision_backend == "sagemaker":
+        import httpx
+
+        from app.adapters.aws import build_sagemaker_client, build_sagemaker_runtime_client
+        from app.adapters.vision_sagemaker import EndpointStatusReadiness, PingReadiness, Readiness, SageMakerVision
+
+        runtime = build_sagemaker_runtime_client(settings)
+        stack.callback(runtime.close)
+        readiness: Readiness
+        if settings.sagemaker_runtime_url:  # a local `python -m model.serve`: it answers GET /ping
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=2.0))
+            readiness = PingReadiness(settings.sagemaker_runtime_url, http)
+        else:
+            control = build_sagemaker_client(settings)
+            stack.callback(control.close)
+            readiness = EndpointStatusReadiness(control, settings.sagemaker_endpoint)
+        return SageMakerVision(
+            runtime,
+            endpoint_name=settings.sagemaker_endpoint,
+            readiness=readiness,
+            max_attempts=settings.vision_max_attempts,
+        )
+    raise ConfigError(f"Unknown VISION_BACKEND={settings.vision_backend!r}; use local or sagemaker.")
+
+
+async def _build_writer(settings: Settings, stack: AsyncExitStack) -> ReportWriter:
+    if settings.report_writer == "template":
+        from app.adapters.writer_template import TemplateWriter
+
+        return TemplateWriter()
+    if settings.report_writer == "openai":
+        from app.adapters.writer_openai import OpenAIWriter, build_openai_client
+
+        client = build_openai_client(settings)
+        stack.push_async_callback(client.close)
+        return OpenAIWriter(client, model=settings.openai_model, reasoning_effort=settings.openai_reasoning_effort)
+    raise ConfigError(f"Unknown REPORT_WRITER={settings.report_writer!r}; use template or openai.")

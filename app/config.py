@@ -1,0 +1,119 @@
+"""Settings, read once from the environment (and `.env`) by `create_app`.
+
+Every name here is part of the operator contract in DESIGN.md: extend, never rename.
+Backend selectors are `Literal[...]`, so an unknown backend name stops startup with a
+pydantic error naming the variable; `check_backends` adds the cross-field rules (a secret
+the chosen backend needs, `AUTH_MODE=disabled` in production).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_QUESTIONS: tuple[str, ...] = (
+    "What is this product?",
+    "What brand is it?",
+    "What color is it?",
+    "What material is it made of?",
+    "What condition is it in?",
+    "What text is visible on it?",
+)
+
+MAX_CLIENT_QUESTIONS = 8
+MAX_QUESTION_CHARS = 200
+MAX_HINTS_CHARS = 500
+
+
+class ConfigError(Exception):
+    """The configuration cannot start the service; the message is one sentence for the operator."""
+
+
+class Settings(BaseSettings):
+    """The service's configuration; field names map to upper-case environment variables."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    environment: Literal["development", "test", "production"] = "development"
+
+    # Storage
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_dir: Path = Path("./data/uploads")
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_kms_key_id: str | None = None
+    aws_region: str = "ca-central-1"
+
+    # Vision model
+    vision_backend: Literal["local", "sagemaker"] = "local"
+    model_dir: Path | None = None
+    model_id: str = "Salesforce/blip2-opt-2.7b"
+    model_device: Literal["auto", "cpu", "cuda"] = "auto"
+    model_dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    sagemaker_endpoint: str = "blip2-endpoint"
+    sagemaker_runtime_url: str | None = None
+    vision_questions: tuple[str, ...] = DEFAULT_QUESTIONS
+    vision_caption_max_new_tokens: int = Field(default=30, ge=1, le=128)
+    vision_answer_max_new_tokens: int = Field(default=10, ge=1, le=64)
+    vision_timeout_seconds: float = Field(default=20.0, gt=0)
+    vision_max_attempts: int = Field(default=3, ge=1, le=10)
+
+    # Report writer
+    report_writer: Literal["template", "openai"] = "template"
+    openai_api_key: SecretStr | None = None
+    openai_model: str = "gpt-5-mini"
+    openai_base_url: str | None = None
+    openai_timeout_seconds: float = Field(default=20.0, gt=0)
+    openai_max_retries: int = Field(default=1, ge=0, le=5)
+    # Sent as `reasoning_effort`; set it empty for OpenAI-compatible servers that reject the parameter.
+    openai_reasoning_effort: str | None = "minimal"
+
+    # Auth (the Supabase verifier arrives with the users issue; the names are fixed now)
+    auth_mode: Literal["disabled", "supabase"] = "disabled"
+    supabase_url: str | None = None
+    supabase_jwt_secret: SecretStr | None = None
+    local_user_id: str = "local"
+
+    database_url: str = "sqlite+aiosqlite:///./data/app.db"
+
+    # Uploads
+    max_upload_bytes: int = Field(default=15 * 1024 * 1024, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    store_max_side: int = Field(default=1024, ge=64, le=4096)
+    model_image_side: int = Field(default=384, ge=32, le=1024)
+    jpeg_quality: int = Field(default=85, ge=50, le=95)
+
+    # Operations
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    posthog_api_key: SecretStr | None = None
+    posthog_host: str | None = None
+    latency_slo_ms: int = Field(default=10_000, gt=0)
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    def check_backends(self) -> None:
+        """Raise `ConfigError` when the chosen backends lack what they need."""
+        if self.environment == "production" and self.auth_mode == "disabled":
+            raise ConfigError("AUTH_MODE=disabled is refused when ENVIRONMENT=production; set AUTH_MODE=supabase.")
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ConfigError("STORAGE_BACKEND=s3 needs S3_BUCKET.")
+        if self.report_writer == "openai" and self.openai_api_key is None:
+            raise ConfigError("REPORT_WRITER=openai needs OPENAI_API_KEY.")
+        if self.auth_mode == "supabase" and not (self.supabase_url or self.supabase_jwt_secret):
+            raise ConfigError("AUTH_MODE=supabase needs SUPABASE_URL (JWKS) or SUPABASE_JWT_SECRET (HS256).")

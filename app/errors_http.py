@@ -1,0 +1,80 @@
+"""Render every error as the JSON body of DESIGN.md: `{"error", "detail", "request_id"}`.
+
+One place decides what a client sees: our `AppError`s as they are; FastAPI's own validation
+errors as 422 `invalid_field`; Starlette's HTTP errors (404 for unknown routes, 405) with a
+snake_case code; nothing else ever reaches a client except the generic 500.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.domain.models import ErrorBody
+from app.errors import AppError, InvalidField
+from app.logging import annotate
+
+log = structlog.get_logger("app.errors")
+
+_HTTP_CODES = {
+    400: "malformed_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(error: AppError, request_id: str) -> JSONResponse:
+    """The JSON response for `error`, with its extra headers."""
+    return _render(error.status_code, error.code, error.detail, request_id, error.headers)
+
+
+def _render(status: int, code: str, detail: str, request_id: str, headers: Mapping[str, str] | None) -> JSONResponse:
+    body = ErrorBody(error=code, detail=detail, request_id=request_id)
+    return JSONResponse(body.model_dump(), status_code=status, headers=dict(headers or {}))
+
+
+def _request_id(request: Request) -> str:
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
+async def _app_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, AppError)
+    annotate(error=exc.code)
+    if exc.status_code >= 500:
+        # Upstream failures: keep the cause (the SDK's message) in the log, never in the body.
+        cause = exc.__cause__
+        log.warning("upstream_failure", error=exc.code, cause=repr(cause) if cause else None)
+    return error_response(exc, _request_id(request))
+
+
+async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    where = ".".join(str(part) for part in first.get("loc", ()) if part not in ("body", "query", "path"))
+    return await _app_error(
+        request, InvalidField(f"Invalid value for {where or 'a field'}: {first.get('msg', 'invalid')}.")
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    annotate(error=code)
+    return _render(exc.status_code, code, str(exc.detail), _request_id(request), exc.headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers; unexpected exceptions fall through to the middleware's 500."""
+    app.add_exception_handler(AppError, _app_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)

@@ -1,0 +1,80 @@
+"""Shared fixtures: settings for tests, fake backends, an ASGI client inside the lifespan,
+and the tiny random-weight BLIP-2 built once per session."""
+
+from __future__ import annotations
+
+import os
+
+# Before anything imports huggingface_hub, which reads this once: tests never touch the hub.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+
+from app.bootstrap import create_app
+from app.config import Settings
+from app.domain.ports import Backends
+from tests.fakes import FakeStore, FakeVision, FakeWriter
+
+_FOLDER_MARKS = {"unit": "unit", "api": "api", "adapters": "adapters", "model": "model"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test by its folder, so `pytest -m unit` and friends select by layer."""
+    for item in items:
+        folder = Path(str(item.fspath)).parent.name
+        if folder in _FOLDER_MARKS:
+            item.add_marker(_FOLDER_MARKS[folder])
+
+
+@pytest.fixture(autouse=True)
+def _no_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may reach AWS: fake credentials, and no shared config from the machine."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": "ca-central-1",
+        "AWS_CONFIG_FILE": "/dev/null",
+        "AWS_SHARED_CREDENTIALS_FILE": "/dev/null",
+        "HF_HUB_OFFLINE": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings for tests: embedded backends, a temporary storage folder, no .env file."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        environment="test",
+        storage_dir=tmp_path / "uploads",
+        log_format="json",
+    )
+
+
+@pytest.fixture
+def backends() -> Backends:
+    return Backends(store=FakeStore(), vision=FakeVision(), writer=FakeWriter())
+
+
+@pytest.fixture
+async def client(settings: Settings, backends: Backends) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client over the ASGI app, inside its lifespan, on fake backends."""
+    app = create_app(settings, backends=backends)
+    async with LifespanManager(app) as manager:
+        transport = httpx.ASGITransport(app=manager.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+            yield http
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random-weight BLIP-2, built once per test session (a few seconds)."""
+    from model.tiny import build
+
+    return build(tmp_path_factory.mktemp("tiny-blip2"))
