@@ -31,7 +31,7 @@ def _redact(value: Any) -> Any:
 
 
 def _is_secret(key: object) -> bool:
-    lowered = str(key).lower()
+    lowered = str(key).lower().replace("-", "_")
     return any(marker in lowered for marker in _SECRET_MARKERS)
 
 
