@@ -38,7 +38,7 @@ $(TINY_MODEL)/config.json: $(STAMP) model/tiny.py
 
 run: install $(if $(filter $(TINY_MODEL),$(MODEL_DIR)),tiny-model) ## Start the service on the embedded defaults on $(HOST):$(PORT)
 	MODEL_DIR="$(MODEL_DIR)" LOG_FORMAT="$${LOG_FORMAT:-console}" \
-	CORS_ORIGINS="$${CORS_ORIGINS:-http://localhost:3000,http://localhost:5173,http://localhost:8080}" \
+	CORS_ORIGINS="$${CORS_ORIGINS:-http://localhost:*,http://127.0.0.1:*}" \
 	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
 
 test: install ## Run the test suite
