@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import re
 import subprocess
 import sys
@@ -33,7 +32,9 @@ def events(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
 
 async def analyze(client: httpx.AsyncClient, **data: Any) -> httpx.Response:
     headers = data.pop("headers", {})
-    return await client.post("/analyze", files={"image": ("photo.jpg", PHOTO, "image/jpeg")}, data=data, headers=headers)
+    return await client.post(
+        "/analyze", files={"image": ("photo.jpg", PHOTO, "image/jpeg")}, data=data, headers=headers
+    )
 
 
 def fakes(backends: Backends) -> tuple[FakeStore, FakeVision, FakeWriter]:
@@ -49,8 +50,20 @@ async def test_analyze_returns_the_contract(client: httpx.AsyncClient, backends:
 
     assert response.status_code == 200, response.text
     body = response.json()
-    assert set(body) >= {"id", "status", "schema_version", "created_at", "cached", "image", "vision", "report", "timings_ms"}
-    assert body["status"] == "succeeded" and body["schema_version"] == "1" and body["cached"] is False
+    assert set(body) >= {
+        "id",
+        "status",
+        "schema_version",
+        "created_at",
+        "cached",
+        "image",
+        "vision",
+        "report",
+        "timings_ms",
+    }
+    assert body["status"] == "succeeded"
+    assert body["schema_version"] == "1"
+    assert body["cached"] is False
     assert datetime.fromisoformat(body["created_at"]).tzinfo is not None
     # The image block describes the stored, normalized JPEG under the documented key.
     image = body["image"]
@@ -146,7 +159,8 @@ async def test_an_unexpected_error_is_a_generic_500_with_the_traceback_logged(
     assert response.headers["x-request-id"] == "boom-1"
     unhandled = [entry for entry in events(caplog) if entry["event"] == "unhandled_error"]
     assert len(unhandled) == 1
-    assert unhandled[0]["level"] == "error" and unhandled[0]["request_id"] == "boom-1"
+    assert unhandled[0]["level"] == "error"
+    assert unhandled[0]["request_id"] == "boom-1"
     assert "RuntimeError: secret internal state" in unhandled[0]["exception"]  # for us, not the client
 
 
@@ -169,11 +183,18 @@ async def test_one_canonical_log_line_per_request_without_secrets(
     lines = [entry for entry in logs if entry["event"] == "request"]
     assert len(lines) == 1
     line = lines[0]
-    assert line["request_id"] == "log-1" and line["level"] == "info" and line["timestamp"].endswith("Z")
-    assert line["status"] == 200 and line["route"] == "/analyze" and line["method"] == "POST"
+    assert line["request_id"] == "log-1"
+    assert line["level"] == "info"
+    assert line["timestamp"].endswith("Z")
+    assert line["status"] == 200
+    assert line["route"] == "/analyze"
+    assert line["method"] == "POST"
     assert set(line["timings_ms"]) == {"upload", "store", "vision", "report", "total"}
-    assert line["image_bytes"] > 0 and line["model_bytes"] > 0 and line["received_bytes"] == len(PHOTO)
-    assert line["model"] == "fake-blip2" and line["writer"] == "fake-writer"
+    assert line["image_bytes"] > 0
+    assert line["model_bytes"] > 0
+    assert line["received_bytes"] == len(PHOTO)
+    assert line["model"] == "fake-blip2"
+    assert line["writer"] == "fake-writer"
     everything = repr(logs)
     assert "eyJ.secret.token" not in everything
     assert "555-0100" not in everything  # the seller's notes are data, not log material
@@ -181,9 +202,11 @@ async def test_one_canonical_log_line_per_request_without_secrets(
 
 async def test_errors_for_unknown_routes_and_methods_are_json(client: httpx.AsyncClient) -> None:
     missing = await client.get("/nope")
-    assert missing.status_code == 404 and missing.json()["error"] == "not_found"
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "not_found"
     wrong = await client.get("/analyze")
-    assert wrong.status_code == 405 and wrong.json()["error"] == "method_not_allowed"
+    assert wrong.status_code == 405
+    assert wrong.json()["error"] == "method_not_allowed"
     assert wrong.json()["request_id"] == wrong.headers["x-request-id"]
 
 

@@ -36,7 +36,8 @@ def server(settings: Settings, tiny_model_dir: Path) -> Iterator[tuple[str, Sett
     thread.start()
     deadline = time.monotonic() + 30
     while not instance.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "server did not start"
+        assert thread.is_alive(), "server thread died during startup"
+        assert time.monotonic() < deadline, "server did not start in 30 s"
         time.sleep(0.05)
     yield f"http://127.0.0.1:{port}", settings
     instance.should_exit = True
@@ -74,5 +75,7 @@ def test_bad_upload_over_real_http_is_a_4xx(server: tuple[str, Settings]) -> Non
             "/analyze",
             files={"image": ("big.jpg", product_jpeg((64, 64)) + b"\0" * (16 * 1024 * 1024), "image/jpeg")},
         )
-    assert response.status_code == 415 and response.json()["error"] == "unsupported_image"
-    assert huge.status_code == 413 and huge.json()["error"] == "image_too_large"
+    assert response.status_code == 415
+    assert response.json()["error"] == "unsupported_image"
+    assert huge.status_code == 413
+    assert huge.json()["error"] == "image_too_large"
