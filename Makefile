@@ -21,12 +21,13 @@ PORT ?= 8000
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-install: $(STAMP) ## Create .venv with everything run, test and lint need (torch first, CPU build)
+install: $(STAMP) ## Create .venv with everything run, test and lint need (torch first)
 
 $(STAMP): pyproject.toml requirements.txt model/code/requirements.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	# torch first, pinned: a looser spec pulls several GB of CUDA wheels
+	# torch first, pinned: with torch already there, the model extra's torch>=2.4 installs nothing
+	# more (a looser spec first would pull the newest torch and several GB of CUDA wheels)
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -r requirements.txt -r model/code/requirements.txt -e '.[model,dev]'
 	touch $@

@@ -43,7 +43,11 @@ def create_app(settings: Settings | None = None, *, backends: Backends | None = 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
-            built = backends or await build_backends(settings, stack)
+            try:
+                built = backends or await build_backends(settings, stack)
+            except ConfigError as exc:  # e.g. MODEL_ID not on the hub: say what to fix before the traceback
+                log.error("startup_failed", detail=str(exc))
+                raise
             analyzer = AnalysisService(
                 store=built.store,
                 vision=built.vision,

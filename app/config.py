@@ -26,6 +26,8 @@ DEFAULT_QUESTIONS: tuple[str, ...] = (
 MAX_CLIENT_QUESTIONS = 8
 MAX_QUESTION_CHARS = 200
 MAX_HINTS_CHARS = 500
+# The model endpoint takes at most 16 questions a request (model/code/inference.py).
+MAX_MODEL_QUESTIONS = 16
 
 
 class ConfigError(Exception):
@@ -102,6 +104,25 @@ class Settings(BaseSettings):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @field_validator("vision_questions")
+    @classmethod
+    def _check_questions(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        questions = tuple(q.strip() for q in value)
+        if any(not q or len(q) > MAX_QUESTION_CHARS for q in questions):
+            raise ValueError(f"each question must be 1 to {MAX_QUESTION_CHARS} characters")
+        if len(questions) + MAX_CLIENT_QUESTIONS > MAX_MODEL_QUESTIONS:
+            raise ValueError(
+                f"at most {MAX_MODEL_QUESTIONS - MAX_CLIENT_QUESTIONS} questions, leaving room for the client's"
+            )
+        return questions
+
+    @field_validator("local_user_id")
+    @classmethod
+    def _check_user_id(cls, value: str) -> str:
+        if not value or value in (".", "..") or len(value) > 64:
+            raise ValueError("must be 1 to 64 characters and not '.' or '..'")
+        return value
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -115,5 +136,10 @@ class Settings(BaseSettings):
             raise ConfigError("STORAGE_BACKEND=s3 needs S3_BUCKET.")
         if self.report_writer == "openai" and self.openai_api_key is None:
             raise ConfigError("REPORT_WRITER=openai needs OPENAI_API_KEY.")
+        if self.vision_backend == "local" and self.model_dir and not (self.model_dir / "config.json").is_file():
+            raise ConfigError(
+                f"MODEL_DIR={self.model_dir} holds no BLIP-2 model (no config.json); "
+                "build the tiny one with `make tiny-model` or point MODEL_DIR at a downloaded model."
+            )
         if self.auth_mode == "supabase" and not (self.supabase_url or self.supabase_jwt_secret):
             raise ConfigError("AUTH_MODE=supabase needs SUPABASE_URL (JWKS) or SUPABASE_JWT_SECRET (HS256).")

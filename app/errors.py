@@ -17,8 +17,9 @@
     └── NotReady                503 not_ready
 
 Adapters wrap third-party errors into these (`raise VisionModelError(...) from exc`), so
-nothing above the adapters ever sees a boto3 or OpenAI exception. `app.middleware` renders
-every `AppError` as the JSON error body of DESIGN.md; anything else becomes a generic 500.
+nothing above the adapters ever sees a boto3 or OpenAI exception. `app.errors_http` renders
+every `AppError` as the JSON error body of DESIGN.md; anything else reaches `app.middleware`,
+which logs it and answers the generic 500.
 `detail` is shown to clients: it never carries secrets, tokens, paths or upstream bodies.
 """
 

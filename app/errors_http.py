@@ -28,8 +28,6 @@ _HTTP_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     406: "not_acceptable",
-    413: "request_too_large",
-    415: "unsupported_media_type",
 }
 
 
@@ -51,9 +49,10 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     annotate(error=exc.code)
     if exc.status_code >= 500:
-        # Upstream failures: keep the cause (the SDK's message) in the log, never in the body.
+        # The cause's type tells operators which SDK error it was; its message may echo upstream
+        # bodies (or a key a proxy put there), so it goes neither to the client nor to the log.
         cause = exc.__cause__
-        log.warning("upstream_failure", error=exc.code, cause=repr(cause) if cause else None)
+        log.warning("upstream_failure", error=exc.code, cause=type(cause).__name__ if cause else None)
     return error_response(exc, _request_id(request))
 
 

@@ -43,7 +43,7 @@ class LocalImageStore:
     async def check(self) -> None:
         """Return when the root exists (or can be created) and accepts a file; raise `NotReady` otherwise."""
         try:
-            await anyio.to_thread.run_sync(_probe_writable, self._root)
+            await anyio.to_thread.run_sync(_probe_writable, self._root, abandon_on_cancel=True)
         except OSError as exc:
             raise NotReady("The image store is not writable.") from exc
 

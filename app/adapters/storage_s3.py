@@ -60,7 +60,10 @@ class S3ImageStore:
     async def check(self) -> None:
         """Return when the bucket is reachable with our credentials; raise `NotReady` otherwise."""
         try:
-            await anyio.to_thread.run_sync(lambda: self._client.head_bucket(Bucket=self._bucket))
+            # abandon_on_cancel: /readyz's deadline answers at once even while botocore retries.
+            await anyio.to_thread.run_sync(
+                lambda: self._client.head_bucket(Bucket=self._bucket), abandon_on_cancel=True
+            )
         except (BotoCoreError, ClientError) as exc:
             raise NotReady("The image store is not reachable.") from exc
 

@@ -3,16 +3,18 @@
 The model loads once, in the lifespan, via `model_fn`; each request goes through
 `input_fn -> predict_fn -> output_fn` with the same JSON body the SageMaker adapter sends,
 so the in-process path and the endpoint cannot drift apart. Calls run in a worker thread,
-one at a time (torch already uses every core for one call; a second would only thrash).
+one at a time (torch already uses every core for one call; a second would only thrash). A
+request that times out answers 504 at once while its model call finishes in the background;
+the lock, taken inside the thread, keeps the next call from starting until it has.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import threading
 from collections.abc import Sequence
 from functools import partial
-from pathlib import Path
 
 import anyio
 import structlog
@@ -29,11 +31,6 @@ log = structlog.get_logger(__name__)
 def load_model(settings: Settings) -> inference.LoadedModel:
     """Load BLIP-2 from MODEL_DIR, else MODEL_ID from the hub; blocking, so call it in a thread."""
     source = str(settings.model_dir) if settings.model_dir else settings.model_id
-    if settings.model_dir and not (Path(settings.model_dir) / "config.json").is_file():
-        raise ConfigError(
-            f"MODEL_DIR={settings.model_dir} holds no BLIP-2 model (no config.json); "
-            "build the tiny one with `make tiny-model` or point MODEL_DIR at a downloaded model."
-        )
     try:
         return inference.model_fn(source, device=settings.model_device, dtype=settings.model_dtype)
     except OSError as exc:  # transformers raises OSError when the hub cannot be reached or has no such model
@@ -50,13 +47,17 @@ class LocalVision:
         self.loaded = loaded
         self.name = loaded.name
         self.timeout_s = timeout_s
-        self._one_at_a_time = anyio.CapacityLimiter(1)
+        # The limiter queues requests without a thread each; the lock is what guarantees one model
+        # call at a time, because anyio frees the limiter when it abandons a timed-out thread.
+        self._queue = anyio.CapacityLimiter(1)
+        self._model_lock = threading.Lock()
 
     def _run(self, body: bytes) -> bytes:
-        request = inference.input_fn(body, inference.JSON_TYPE)
-        prediction = inference.predict_fn(request, self.loaded)
-        payload, _ = inference.output_fn(prediction, inference.JSON_TYPE)
-        return payload
+        with self._model_lock:
+            request = inference.input_fn(body, inference.JSON_TYPE)
+            prediction = inference.predict_fn(request, self.loaded)
+            payload, _ = inference.output_fn(prediction, inference.JSON_TYPE)
+            return payload
 
     async def describe(
         self,
@@ -75,10 +76,8 @@ class LocalVision:
         ).encode()
         try:
             with anyio.fail_after(self.timeout_s):
-                # abandon_on_cancel: a timed-out request answers 504 at once; the model call
-                # finishes in its thread and the next request waits for the limiter.
                 payload = await anyio.to_thread.run_sync(
-                    partial(self._run, body), limiter=self._one_at_a_time, abandon_on_cancel=True
+                    partial(self._run, body), limiter=self._queue, abandon_on_cancel=True
                 )
         except TimeoutError as exc:
             raise UpstreamTimeout("The vision model did not answer in time.") from exc

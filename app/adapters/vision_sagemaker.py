@@ -195,8 +195,9 @@ class EndpointStatusReadiness:
         if time.monotonic() < self._ready_until:
             return
         try:
+            # abandon_on_cancel: /readyz's deadline answers at once even while botocore retries.
             described = await anyio.to_thread.run_sync(
-                lambda: self._client.describe_endpoint(EndpointName=self._endpoint_name)
+                lambda: self._client.describe_endpoint(EndpointName=self._endpoint_name), abandon_on_cancel=True
             )
         except (BotoCoreError, ClientError) as exc:
             raise NotReady("The vision model endpoint cannot be described.") from exc

@@ -30,10 +30,11 @@ from openai import AsyncOpenAI
 from pydantic import BaseModel, ConfigDict
 
 from app.config import ConfigError
-from app.domain.models import Condition, ProductReport, VisionResult
+from app.domain.models import REPORT_MAX_TAGS, REPORT_MAX_TITLE_CHARS, Condition, ProductReport, VisionResult
 from app.errors import ReportWriterError, UpstreamTimeout, UpstreamUnavailable
 from app.services.prompts import build_report_prompt
 from app.services.taxonomy import Category
+from app.services.text import truncate_words
 
 if TYPE_CHECKING:
     from openai.types.chat import ChatCompletionMessageParam
@@ -42,8 +43,6 @@ if TYPE_CHECKING:
     from app.config import Settings
 
 WRITER: Final = "openai"  # the report's `writer`; `name` adds the model for logs
-MAX_TITLE_CHARS: Final = 80
-MAX_TAGS: Final = 10
 MAX_ATTRIBUTES: Final = 20
 # A report is a few hundred tokens; the cap bounds cost if a model rambles, with room left for
 # reasoning tokens (they count against it) at a higher OPENAI_REASONING_EFFORT.
@@ -166,20 +165,12 @@ def to_product_report(llm: LLMReport) -> ProductReport:
     tags = dict.fromkeys(" ".join(tag.lower().split()) for tag in llm.tags)
     tags.pop("", None)
     return ProductReport(
-        title=_truncate(title, MAX_TITLE_CHARS),
+        title=truncate_words(title, REPORT_MAX_TITLE_CHARS),
         brand=None if brand.lower() in _NO_BRAND else brand,
         category=llm.category,
         attributes=attributes,
         condition=llm.condition,
         description=llm.description.strip(),
-        tags=list(tags)[:MAX_TAGS],
+        tags=list(tags)[:REPORT_MAX_TAGS],
         writer=WRITER,
     )
-
-
-def _truncate(text: str, limit: int) -> str:
-    """Cut text at the last whole word that fits in `limit` characters."""
-    if len(text) <= limit:
-        return text
-    cut = text[: limit + 1].rsplit(" ", 1)[0]
-    return cut if cut and len(cut) <= limit else text[:limit]

@@ -18,7 +18,7 @@ import unicodedata
 from collections.abc import Iterable, Sequence
 from typing import Final, Literal
 
-from app.domain.models import Condition, ProductReport, VisionResult
+from app.domain.models import REPORT_MAX_TAGS, REPORT_MAX_TITLE_CHARS, Condition, ProductReport, VisionResult
 from app.services.taxonomy import (
     COLOR_MODIFIERS,
     COLORS,
@@ -28,9 +28,8 @@ from app.services.taxonomy import (
     ProductMatch,
     find_product,
 )
+from app.services.text import truncate_words
 
-MAX_TITLE_CHARS: Final = 80
-MAX_TAGS: Final = 10
 FALLBACK_TITLE: Final = "Unidentified product"
 
 AnswerField = Literal["brand", "color", "material", "condition", "text", "product"]
@@ -335,7 +334,7 @@ def _visible_text(words: list[str]) -> str | None:
     text = " ".join(words)
     if not any(char.isalnum() for char in text):
         return None
-    return _truncate(text, 60)
+    return truncate_words(text, 60)
 
 
 def _condition(
@@ -373,7 +372,7 @@ def _title(
         text = " ".join(words)
     if not text:
         return FALLBACK_TITLE
-    return _sentence_case(_truncate(text, MAX_TITLE_CHARS))
+    return _sentence_case(truncate_words(text, REPORT_MAX_TITLE_CHARS))
 
 
 def _description(
@@ -383,7 +382,7 @@ def _description(
     attributes: dict[str, str],
     condition: Condition,
 ) -> str:
-    sentences = [_sentence_case(_truncate(" ".join(caption), 300)) if caption else title]
+    sentences = [_sentence_case(truncate_words(" ".join(caption), 300)) if caption else title]
     details = [f"brand: {brand}"] if brand else []
     details += [f"{key.replace('_', ' ')}: {value}" for key, value in attributes.items()]
     if details:
@@ -403,15 +402,7 @@ def _tags(
     candidates = [brand, product.noun if product else None, product.category if product else None]
     candidates += [*colors, *materials, pattern]
     tags = dict.fromkeys(tag.lower() for tag in candidates if tag)
-    return list(tags)[:MAX_TAGS]
-
-
-def _truncate(text: str, limit: int) -> str:
-    """Cut text at the last whole word that fits in `limit` characters."""
-    if len(text) <= limit:
-        return text
-    cut = text[: limit + 1].rsplit(" ", 1)[0]
-    return cut if cut and len(cut) <= limit else text[:limit]
+    return list(tags)[:REPORT_MAX_TAGS]
 
 
 def _sentence_case(text: str) -> str:

@@ -11,15 +11,10 @@ from typing import Annotated
 from fastapi import Depends, Request
 
 from app.api.auth import User, current_user
-from app.api.state import analyzer_of, backends_of, settings_of
+from app.api.state import analyzer_of, backends_of
 from app.api.uploads import ImageUploadDep
-from app.config import Settings
 from app.domain.ports import Backends
 from app.services.analysis import AnalysisService
-
-
-async def _settings(request: Request) -> Settings:
-    return settings_of(request)
 
 
 async def _analyzer(request: Request) -> AnalysisService:
@@ -30,9 +25,8 @@ async def _backends(request: Request) -> Backends:
     return backends_of(request)
 
 
-SettingsDep = Annotated[Settings, Depends(_settings)]
 Analyzer = Annotated[AnalysisService, Depends(_analyzer)]
 BackendsDep = Annotated[Backends, Depends(_backends)]
 CurrentUser = Annotated[User, Depends(current_user)]
 
-__all__ = ["Analyzer", "BackendsDep", "CurrentUser", "ImageUploadDep", "SettingsDep"]
+__all__ = ["Analyzer", "BackendsDep", "CurrentUser", "ImageUploadDep"]

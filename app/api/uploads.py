@@ -25,7 +25,6 @@ Handlers take `upload: ImageUploadDep`; the route passes `openapi_extra=ANALYZE_
 
 from __future__ import annotations
 
-import re
 import time
 from functools import partial
 from typing import Annotated, Any, Final, Literal
@@ -38,7 +37,7 @@ from starlette.requests import ClientDisconnect
 
 from app.api.state import image_limiter_of, settings_of
 from app.config import MAX_CLIENT_QUESTIONS, MAX_HINTS_CHARS, MAX_QUESTION_CHARS
-from app.domain.models import AnalysisOptions, ImageUpload
+from app.domain.models import DEFAULT_LOCALE, LOCALE_PATTERN, AnalysisOptions, ImageUpload
 from app.errors import ImageTooLarge, InvalidField, MalformedRequest, MissingImage
 from app.services.images import normalize_image
 
@@ -53,8 +52,6 @@ MAX_HEADER_TOTAL_BYTES: Final = 16 * 1024
 IMAGE_FIELD: Final = "image"
 TEXT_FIELDS: Final = frozenset({"questions", "locale", "hints"})
 SINGLE_FIELDS: Final = frozenset({"locale", "hints"})
-DEFAULT_LOCALE: Final = "en"
-LOCALE_PATTERN: Final = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8}){0,3}")
 
 ANALYZE_OPENAPI: dict[str, Any] = {
     "requestBody": {

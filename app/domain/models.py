@@ -6,13 +6,19 @@ This module imports nothing of ours.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = "1"
+
+DEFAULT_LOCALE: Final = "en"
+LOCALE_PATTERN: Final = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}")  # BCP 47-ish: en, fr-CA, pt_BR
+REPORT_MAX_TITLE_CHARS: Final = 80
+REPORT_MAX_TAGS: Final = 10
 
 Condition = Literal["new", "used", "refurbished", "unknown"]
 
@@ -37,7 +43,7 @@ class AnalysisOptions:
     """What the client asked for besides the image."""
 
     questions: tuple[str, ...] = ()
-    locale: str = "en"
+    locale: str = DEFAULT_LOCALE
     hints: str | None = None
 
 

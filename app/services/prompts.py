@@ -12,18 +12,15 @@ it matches a language-tag pattern.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from typing import Final
 
-from app.domain.models import VisionResult
+from app.domain.models import DEFAULT_LOCALE, LOCALE_PATTERN, VisionResult
 from app.services.taxonomy import CATEGORIES
 
 DATA_TAG: Final = "product_data"
-DEFAULT_LOCALE: Final = "en"
 
 # BCP 47-ish: "en", "fr-CA", "zh-Hant-TW", "pt_BR". Anything else could smuggle words into the instructions.
-_LOCALE: Final = re.compile(r"[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}")
 
 _SYSTEM_TEMPLATE: Final = """\
 You write a structured product report from what a vision model saw in a seller's phone photo of one product.
@@ -70,7 +67,7 @@ class ReportPrompt:
 def safe_locale(locale: str) -> str:
     """Return `locale` when it looks like a language tag, else the default locale."""
     candidate = locale.strip()
-    return candidate if _LOCALE.fullmatch(candidate) else DEFAULT_LOCALE
+    return candidate if LOCALE_PATTERN.fullmatch(candidate) else DEFAULT_LOCALE
 
 
 def render_data(vision: VisionResult, hints: str | None) -> str:

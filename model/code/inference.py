@@ -80,8 +80,6 @@ class LoadedModel:
     device: torch.device
     dtype: torch.dtype
     name: str
-    # Counts vision-tower passes; tests read it to prove one pass per image.
-    vision_passes: int = 0
 
 
 @dataclass
@@ -131,13 +129,7 @@ def model_fn(
     model.to(torch_device)  # type: ignore[arg-type]  # transformers' decorator mistypes Module.to
     model.train(False)  # eval mode (`eval()` is untyped in transformers)
     name = os.environ.get("MODEL_NAME") or Path(str(model_dir).rstrip("/")).name or str(model_dir)
-    loaded = LoadedModel(model=model, processor=processor, device=torch_device, dtype=torch_dtype, name=name)
-
-    def _count_pass(*_: object) -> None:
-        loaded.vision_passes += 1
-
-    model.vision_model.register_forward_hook(_count_pass)
-    return loaded
+    return LoadedModel(model=model, processor=processor, device=torch_device, dtype=torch_dtype, name=name)
 
 
 def _open_image(data: bytes) -> Image.Image:
@@ -265,7 +257,9 @@ def predict_batch(requests: Sequence[VisionRequest], loaded: LoadedModel) -> lis
             prompts.append(QUESTION_PROMPT.format(question=question))
             budgets.append(request.answer_max_new_tokens)
         image_rows.extend([index] * (1 + len(request.questions)))
-    text = tokenizer(prompts, padding=True, return_tensors="pt")  # left-padded (tokenizer's setting)
+    # Left padding whatever the tokenizer's default (OPT's pads right): every row's prompt must
+    # end where its first new token goes, right after the image's query embeddings and the text.
+    text = tokenizer(prompts, padding=True, padding_side="left", return_tensors="pt")
     input_ids = text["input_ids"].to(device)
     text_mask = text["attention_mask"].to(device)
     preprocess_ms = (time.perf_counter() - started) * 1000

@@ -58,9 +58,34 @@ async def test_a_slow_model_is_an_upstream_timeout(
     assert time.perf_counter() - started < 0.25  # answered at the deadline, not when the thread finished
 
 
-def test_model_dir_without_a_model_fails_with_one_sentence(tmp_path: Path) -> None:
+async def test_an_abandoned_model_call_still_holds_the_model(
+    loaded: inference.LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a timeout the next request must wait for the abandoned call: never two at once."""
+    vision = LocalVision(loaded, timeout_s=0.05)
+    running, peak = 0, 0
+    real_predict = inference.predict_fn
+
+    def counting_predict(request: inference.VisionRequest, model: inference.LoadedModel) -> dict[str, object]:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        time.sleep(0.3)
+        running -= 1
+        return real_predict(request, model)
+
+    monkeypatch.setattr(inference, "predict_fn", counting_predict)
+    with pytest.raises(UpstreamTimeout):
+        await vision.describe(jpeg(), ["Ok?"], caption_max_new_tokens=4, answer_max_new_tokens=2)
+    vision.timeout_s = 5.0
+    result = await vision.describe(jpeg(), ["Ok?"], caption_max_new_tokens=4, answer_max_new_tokens=2)
+    assert result.answers
+    assert peak == 1
+
+
+def test_model_dir_without_a_model_is_refused_before_startup(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"MODEL_DIR=.*make tiny-model"):
-        load_model(Settings(_env_file=None, model_dir=tmp_path))  # type: ignore[call-arg]
+        Settings(_env_file=None, model_dir=tmp_path).check_backends()  # type: ignore[call-arg]
 
 
 def test_unreachable_hub_model_says_to_set_model_dir() -> None:

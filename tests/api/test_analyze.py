@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -228,7 +229,10 @@ async def test_docs_and_openapi_are_served(client: httpx.AsyncClient) -> None:
     assert (await client.get("/docs")).status_code == 200
     spec = (await client.get("/openapi.json")).json()
     operation = spec["paths"]["/analyze"]["post"]
-    assert "multipart/form-data" in operation["requestBody"]["content"]
+    form = operation["requestBody"]["content"]["multipart/form-data"]["schema"]
+    assert form["required"] == ["image"]
+    assert set(form["properties"]) == {"image", "questions", "locale", "hints"}
+    assert form["properties"]["questions"]["maxItems"] == 8
     assert {"200", "413", "415", "502", "504"} <= set(operation["responses"])
 
 
@@ -255,6 +259,7 @@ async def test_cors_allows_configured_origins_only(cors_client: httpx.AsyncClien
         ({"environment": "production", "auth_mode": "disabled"}, "AUTH_MODE=disabled is refused"),
         ({"storage_backend": "s3", "s3_bucket": None}, "needs S3_BUCKET"),
         ({"report_writer": "openai", "openai_api_key": None}, "needs OPENAI_API_KEY"),
+        ({"model_dir": Path("/nonexistent/blip2")}, "holds no BLIP-2 model"),
     ],
 )
 def test_settings_that_cannot_start_the_service_are_refused(
@@ -269,6 +274,18 @@ def test_settings_that_cannot_start_the_service_are_refused(
     [
         ({"STORAGE_BACKEND": "ftp"}, "configuration error: STORAGE_BACKEND: Input should be 'local' or 's3'"),
         ({"REPORT_WRITER": "openai"}, "configuration error: REPORT_WRITER=openai needs OPENAI_API_KEY."),
+        (
+            {"LOCAL_USER_ID": ".."},
+            "configuration error: LOCAL_USER_ID: Value error, must be 1 to 64 characters and not '.' or '..'",
+        ),
+        (
+            {"VISION_QUESTIONS": '["What is it?", ""]'},
+            "configuration error: VISION_QUESTIONS: Value error, each question must be 1 to 200 characters",
+        ),
+        (
+            {"VISION_QUESTIONS": '["Q?", "Q?", "Q?", "Q?", "Q?", "Q?", "Q?", "Q?", "Q?"]'},
+            "configuration error: VISION_QUESTIONS: Value error, at most 8 questions, leaving room for the client's",
+        ),
     ],
 )
 def test_uvicorn_entry_point_exits_with_one_line(env: dict[str, str], expected: str, tmp_path: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,24 @@ from model.code.inference import InvalidInput, LoadedModel, VisionRequest
 @pytest.fixture(scope="module")
 def loaded(tiny_model_dir: Path) -> LoadedModel:
     return inference.model_fn(str(tiny_model_dir))
+
+
+class PassCounter:
+    """Counts forward passes of the vision tower with a hook, for the length of a test."""
+
+    def __init__(self) -> None:
+        self.passes = 0
+
+    def __call__(self, *_: object) -> None:
+        self.passes += 1
+
+
+@pytest.fixture
+def vision_passes(loaded: LoadedModel) -> Iterator[PassCounter]:
+    counter = PassCounter()
+    handle = loaded.model.vision_model.register_forward_hook(counter)
+    yield counter
+    handle.remove()
 
 
 def product_photo(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (384, 288)) -> Image.Image:
@@ -75,36 +94,44 @@ def test_raw_image_body_gets_caption_and_default_questions(loaded: LoadedModel, 
     assert len(response["answers"]) == len(inference.DEFAULT_QUESTIONS)
 
 
-def test_vision_tower_runs_once_per_request_whatever_the_question_count(loaded: LoadedModel) -> None:
+def test_vision_tower_runs_once_per_request_whatever_the_question_count(
+    loaded: LoadedModel, vision_passes: PassCounter
+) -> None:
     request = VisionRequest(image=product_photo(), questions=[f"Question number {i}?" for i in range(8)])
-    before = loaded.vision_passes
+    before = vision_passes.passes
     inference.predict_fn(request, loaded)
-    assert loaded.vision_passes - before == 1
+    assert vision_passes.passes - before == 1
 
 
-def test_a_batch_of_requests_is_one_vision_pass_with_each_answer_its_own(loaded: LoadedModel) -> None:
+def test_a_batch_of_requests_is_one_vision_pass_with_each_answer_its_own(
+    loaded: LoadedModel, vision_passes: PassCounter
+) -> None:
     first = VisionRequest(image=product_photo((200, 30, 30)), questions=["What brand is it?"])
     second = VisionRequest(
         image=product_photo((20, 30, 220), (300, 400)), questions=["What color is it?", "Is it new?"]
     )
-    before = loaded.vision_passes
+    before = vision_passes.passes
     together = inference.predict_batch([first, second], loaded)
-    assert loaded.vision_passes - before == 1
+    assert vision_passes.passes - before == 1
     # Each request's answer is what it gets alone: batching must not mix rows up.
     alone = [inference.predict_fn(first, loaded), inference.predict_fn(second, loaded)]
     assert [(r["caption"], r["answers"]) for r in together] == [(r["caption"], r["answers"]) for r in alone]
 
 
-def test_encode_once_batched_decoding_says_what_the_naive_loop_says(loaded: LoadedModel) -> None:
+@pytest.mark.parametrize("padding_side", ["left", "right"])  # OPT's own tokenizer pads right
+def test_encode_once_batched_decoding_says_what_the_naive_loop_says(
+    loaded: LoadedModel, vision_passes: PassCounter, padding_side: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(loaded.processor.tokenizer, "padding_side", padding_side)
     request = VisionRequest(
         image=product_photo(),
         questions=["What brand is it?", "What color is it?", "What material is it made of?"],
         caption_max_new_tokens=10,
         answer_max_new_tokens=5,
     )
-    before = loaded.vision_passes
+    before = vision_passes.passes
     naive = naive_predict(request, loaded)
-    assert loaded.vision_passes - before == 1 + len(request.questions)  # the naive loop re-encodes
+    assert vision_passes.passes - before == 1 + len(request.questions)  # the naive loop re-encodes
     ours = inference.predict_fn(request, loaded)
     assert ours["caption"] == naive["caption"]
     assert ours["answers"] == naive["answers"]
@@ -171,3 +198,10 @@ def test_tiny_model_cli_writes_a_loadable_model(tmp_path: Path) -> None:
     assert (tmp_path / "m" / "config.json").is_file()
     assert (tmp_path / "m" / "model.safetensors").is_file()
     assert inference.model_fn(str(tmp_path / "m")).name == "m"
+
+
+def test_the_models_default_questions_are_the_apps() -> None:
+    """Raw-image bodies get the model's list; JSON bodies from the app send the app's. Keep them one list."""
+    from app.config import DEFAULT_QUESTIONS
+
+    assert inference.DEFAULT_QUESTIONS == DEFAULT_QUESTIONS

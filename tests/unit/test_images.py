@@ -14,7 +14,6 @@ from PIL import Image, ImageFile, ImageOps
 
 from app.domain.models import NormalizedImage
 from app.errors import AppError, ImageTooLarge, UnsupportedImage
-from app.services import images
 from app.services.images import allowed_formats, normalize_image
 from tests import imagegen
 
@@ -284,10 +283,6 @@ def test_max_pixels_is_ours_not_pillows() -> None:
     assert normalize(imagegen.product_jpeg((400, 300)), max_pixels=120_000).width == 400
 
 
-def test_truncated_images_stay_refused() -> None:
-    assert ImageFile.LOAD_TRUNCATED_IMAGES is False
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning:PIL.TiffImagePlugin")  # Pillow on corrupt EXIF
 def test_mutated_files_never_escape_as_non_app_errors() -> None:
     """Flip, cut and splice bytes of valid files: each result is a success or a 4xx AppError."""
@@ -338,6 +333,10 @@ def test_heif_is_allowed_only_when_pillow_heif_imports(monkeypatch: pytest.Monke
         allowed_formats.cache_clear()
 
 
-def test_module_leaves_pillows_global_limit_alone() -> None:
-    assert images.normalize_image is normalize_image
-    assert Image.MAX_IMAGE_PIXELS == 1024 * 1024 * 1024 // 4 // 3  # Pillow's default
+def test_normalizing_leaves_pillows_global_settings_alone() -> None:
+    before = (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES)
+    with pytest.raises(ImageTooLarge):
+        normalize(imagegen.product_jpeg((400, 300)), max_pixels=1_000)
+    with pytest.raises(UnsupportedImage):
+        normalize(imagegen.truncated_jpeg())
+    assert before == (Image.MAX_IMAGE_PIXELS, ImageFile.LOAD_TRUNCATED_IMAGES)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from app.api.uploads import (
-    ANALYZE_OPENAPI,
     MAX_HEADER_TOTAL_BYTES,
     MAX_PARTS,
     MAX_TEXT_FIELD_BYTES,
@@ -14,7 +13,7 @@ from app.api.uploads import (
 )
 from app.config import MAX_CLIENT_QUESTIONS, MAX_HINTS_CHARS, MAX_QUESTION_CHARS
 from app.domain.models import AnalysisOptions
-from app.errors import AppError, ImageTooLarge, InvalidField, MalformedRequest
+from app.errors import ImageTooLarge, InvalidField, MalformedRequest
 from tests.imagegen import BOUNDARY, Part, multipart
 
 pytestmark = pytest.mark.unit
@@ -235,29 +234,14 @@ def test_hints_length() -> None:
         _options(fields(hints=["h" * (MAX_HINTS_CHARS + 1)]))
 
 
-@pytest.mark.parametrize("locale", ["en", "fr-CA", "zh-Hant-TW", "es-419", "gsw", "sr-Latn-RS-x1"])
+@pytest.mark.parametrize("locale", ["en", "fr-CA", "zh-Hant-TW", "es-419", "gsw", "sr-Latn-RS-x1", "en_US"])
 def test_good_locales(locale: str) -> None:
     assert _options(fields(locale=[locale])).locale == locale
 
 
 @pytest.mark.parametrize(
-    "locale", ["e", "english", "en_US", "en-", "fr-CA-x-y-z", "../etc", "en\nfr", "ïn", "en-CA-toolongsubtag"]
+    "locale", ["e", "english", "en-", "fr-CA-x-y-z", "../etc", "en\nfr", "ïn", "en-CA-toolongsubtag"]
 )
 def test_bad_locales(locale: str) -> None:
     with pytest.raises(InvalidField, match="'locale'"):
         _options(fields(locale=[locale]))
-
-
-def test_errors_are_app_errors_with_4xx() -> None:
-    for error in (InvalidField(), MalformedRequest(), ImageTooLarge()):
-        assert isinstance(error, AppError)
-        assert 400 <= error.status_code < 500
-
-
-def test_openapi_request_body_describes_the_form() -> None:
-    schema = ANALYZE_OPENAPI["requestBody"]["content"]["multipart/form-data"]["schema"]
-    assert schema["required"] == ["image"]
-    assert schema["properties"]["image"]["format"] == "binary"
-    assert schema["properties"]["questions"]["type"] == "array"
-    assert schema["properties"]["questions"]["maxItems"] == MAX_CLIENT_QUESTIONS
-    assert set(schema["properties"]) == {"image", "questions", "locale", "hints"}
