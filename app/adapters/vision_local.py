@@ -10,17 +10,15 @@ the lock, taken inside the thread, keeps the next call from starting until it ha
 
 from __future__ import annotations
 
-import base64
-import json
 import threading
 from collections.abc import Sequence
 from functools import partial
 
 import anyio
 import structlog
-from pydantic import ValidationError
 
 from app.config import ConfigError, Settings
+from app.domain import vision_contract
 from app.domain.models import VisionResult
 from app.errors import UpstreamTimeout, VisionModelError
 from model.code import inference
@@ -67,13 +65,12 @@ class LocalVision:
         caption_max_new_tokens: int,
         answer_max_new_tokens: int,
     ) -> VisionResult:
-        body = json.dumps(
-            {
-                "image": base64.b64encode(image_jpeg).decode("ascii"),
-                "questions": list(questions),
-                "max_new_tokens": {"caption": caption_max_new_tokens, "answer": answer_max_new_tokens},
-            }
-        ).encode()
+        body = vision_contract.request_body(
+            image_jpeg,
+            questions,
+            caption_max_new_tokens=caption_max_new_tokens,
+            answer_max_new_tokens=answer_max_new_tokens,
+        )
         try:
             with anyio.fail_after(self.timeout_s):
                 payload = await anyio.to_thread.run_sync(
@@ -87,8 +84,8 @@ class LocalVision:
             log.exception("local_vision_failed")
             raise VisionModelError() from exc
         try:
-            return VisionResult.model_validate_json(payload)
-        except ValidationError as exc:
+            return vision_contract.parse_response(payload, questions, default_model=self.name)
+        except vision_contract.MalformedVisionResponse as exc:
             raise VisionModelError("The vision model answered with an unexpected shape.") from exc
 
     async def check(self) -> None:

@@ -13,8 +13,6 @@ Readiness is injected: `PingReadiness` for a local model server (`SAGEMAKER_RUNT
 
 from __future__ import annotations
 
-import base64
-import json
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,10 +23,10 @@ import anyio.to_thread
 import httpx
 import structlog
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, ReadTimeoutError
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 from app.adapters.aws import THROTTLING_CODES, error_code
-from app.domain.models import QA, VisionResult
+from app.domain import vision_contract
+from app.domain.models import VisionResult
 from app.errors import AppError, NotReady, UpstreamTimeout, UpstreamUnavailable, VisionModelError
 
 if TYPE_CHECKING:
@@ -45,16 +43,6 @@ UNAVAILABLE_CODES = THROTTLING_CODES | {"ServiceUnavailable", "ModelNotReadyExce
 
 # SageMaker keeps serving the previous configuration while an endpoint updates or rolls back.
 SERVING_STATUSES = frozenset({"InService", "Updating", "SystemUpdating", "RollingBack"})
-
-
-class _Invocation(BaseModel):
-    """The response body of the vision contract; `timings_ms` and unknown fields are ignored."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    model: str | None = None
-    caption: str
-    answers: list[QA]
 
 
 class SageMakerVision:
@@ -89,21 +77,17 @@ class SageMakerVision:
         answer_max_new_tokens: int,
     ) -> VisionResult:
         """Caption the image and answer each question, in order, with one endpoint invocation."""
-        body = json.dumps(
-            {
-                "image": base64.b64encode(image_jpeg).decode("ascii"),
-                "questions": list(questions),
-                "max_new_tokens": {"caption": caption_max_new_tokens, "answer": answer_max_new_tokens},
-            }
-        ).encode()
+        body = vision_contract.request_body(
+            image_jpeg,
+            questions,
+            caption_max_new_tokens=caption_max_new_tokens,
+            answer_max_new_tokens=answer_max_new_tokens,
+        )
         raw = await self._invoke(body)
         try:
-            parsed = _Invocation.model_validate_json(raw)
-        except ValidationError as exc:
+            return vision_contract.parse_response(raw, questions, default_model=self.name)
+        except vision_contract.MalformedVisionResponse as exc:
             raise VisionModelError("The vision model returned a malformed response.") from exc
-        if len(parsed.answers) != len(questions):
-            raise VisionModelError("The vision model returned a malformed response.")
-        return VisionResult(model=parsed.model or self.name, caption=parsed.caption, answers=parsed.answers)
 
     async def check(self) -> None:
         """Return when the endpoint can serve; raise `NotReady` otherwise."""
