@@ -15,6 +15,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from app.api.state import request_id_of
 from app.domain.models import ErrorBody
 from app.errors import AppError, InvalidField
 from app.logging import annotate
@@ -41,10 +42,6 @@ def _render(status: int, code: str, detail: str, request_id: str, headers: Mappi
     return JSONResponse(body.model_dump(), status_code=status, headers=dict(headers or {}))
 
 
-def _request_id(request: Request) -> str:
-    return str(request.scope.get("state", {}).get("request_id", ""))
-
-
 async def _app_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, AppError)
     annotate(error=exc.code)
@@ -53,7 +50,7 @@ async def _app_error(request: Request, exc: Exception) -> JSONResponse:
         # bodies (or a key a proxy put there), so it goes neither to the client nor to the log.
         cause = exc.__cause__
         log.warning("upstream_failure", error=exc.code, cause=type(cause).__name__ if cause else None)
-    return error_response(exc, _request_id(request))
+    return error_response(exc, request_id_of(request))
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -69,7 +66,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     annotate(error=code)
-    return _render(exc.status_code, code, str(exc.detail), _request_id(request), exc.headers)
+    return _render(exc.status_code, code, str(exc.detail), request_id_of(request), exc.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -26,6 +26,11 @@ def analyzer_of(request: Request) -> AnalysisService:
     return cast("AnalysisService", request.state.analyzer)
 
 
+def request_id_of(request: Request) -> str:
+    """The id `app.middleware` gave this request (empty outside the middleware)."""
+    return str(request.scope.get("state", {}).get("request_id", ""))
+
+
 def image_limiter_of(request: Request) -> CapacityLimiter:
     """Bounds how many uploads are decoded at once, so a burst of big photos cannot exhaust memory."""
     return cast("CapacityLimiter", request.state.image_limiter)

@@ -20,8 +20,6 @@ from app.services.taxonomy import CATEGORIES
 
 DATA_TAG: Final = "product_data"
 
-# BCP 47-ish: "en", "fr-CA", "zh-Hant-TW", "pt_BR". Anything else could smuggle words into the instructions.
-
 _SYSTEM_TEMPLATE: Final = """\
 You write a structured product report from what a vision model saw in a seller's phone photo of one product.
 
@@ -65,7 +63,10 @@ class ReportPrompt:
 
 
 def safe_locale(locale: str) -> str:
-    """Return `locale` when it looks like a language tag, else the default locale."""
+    """Return `locale` when it looks like a language tag, else the default locale.
+
+    The locale lands in the system message, so anything else could smuggle words into the instructions.
+    """
     candidate = locale.strip()
     return candidate if LOCALE_PATTERN.fullmatch(candidate) else DEFAULT_LOCALE
 

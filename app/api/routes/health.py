@@ -9,6 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.deps import BackendsDep
+from app.api.state import request_id_of
 from app.errors import AppError
 
 router = APIRouter(tags=["health"])
@@ -46,6 +47,6 @@ async def readyz(request: Request, backends: BackendsDep) -> JSONResponse:
         body |= {
             "error": "not_ready",
             "detail": "A dependency is not usable.",
-            "request_id": request.scope.get("state", {}).get("request_id", ""),
+            "request_id": request_id_of(request),
         }
     return JSONResponse(body, status_code=200 if ready else 503)
