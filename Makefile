@@ -29,7 +29,7 @@ $(STAMP): pyproject.toml requirements.txt model/code/requirements.txt
 	# torch first, pinned: with torch already there, the model extra's torch>=2.4 installs nothing
 	# more (a looser spec first would pull the newest torch and several GB of CUDA wheels)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -r requirements.txt -r model/code/requirements.txt -e '.[model,dev]'
+	$(PIP) install --quiet -r requirements.txt -r model/code/requirements.txt -e '.[model,deploy,dev]'
 	touch $@
 
 tiny-model: $(TINY_MODEL)/config.json ## Build the tiny random-weight BLIP-2 into data/models/tiny-blip2

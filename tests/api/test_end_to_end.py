@@ -3,45 +3,25 @@ the local folder store and the template writer, exactly what `make run` starts."
 
 from __future__ import annotations
 
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from PIL import Image
 
 from app.bootstrap import create_app
 from app.config import Settings
 from tests.imagegen import exif_rotated_jpeg_with_gps, product_jpeg
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.loopback import serving
 
 
 @pytest.fixture
 def server(settings: Settings, tiny_model_dir: Path) -> Iterator[tuple[str, Settings]]:
     settings = settings.model_copy(update={"model_dir": tiny_model_dir})
-    port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None, lifespan="on")
-    instance = uvicorn.Server(config)
-    thread = threading.Thread(target=instance.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not instance.started:
-        assert thread.is_alive(), "server thread died during startup"
-        assert time.monotonic() < deadline, "server did not start in 30 s"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}", settings
-    instance.should_exit = True
-    thread.join(timeout=10)
+    with serving(create_app(settings)) as base_url:
+        yield base_url, settings
 
 
 def test_a_photo_in_a_report_out(server: tuple[str, Settings]) -> None:

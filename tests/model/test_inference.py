@@ -65,6 +65,11 @@ def test_model_fn_loads_on_cpu_in_float32(loaded: LoadedModel) -> None:
     assert not loaded.model.training
 
 
+def test_model_fn_asks_for_sdpa_attention_in_every_part(loaded: LoadedModel) -> None:
+    parts = [loaded.model.vision_model, loaded.model.qformer, loaded.model.language_model]
+    assert [part.config._attn_implementation for part in parts] == ["sdpa"] * 3
+
+
 def test_json_request_round_trip_follows_the_contract(loaded: LoadedModel) -> None:
     questions = ["What brand is it?", "What color is it?"]
     body = json_body(jpeg_bytes(product_photo()), questions, max_new_tokens={"caption": 8, "answer": 4})
