@@ -45,10 +45,11 @@ run: install $(if $(filter $(TINY_MODEL),$(MODEL_DIR)),tiny-model) ## Start the 
 test: install ## Run the test suite
 	$(BIN)/pytest
 
-lint: install ## ruff, and mypy --strict on app/ and model/
+lint: install ## ruff, mypy --strict on app/ and model/, hadolint on the Dockerfiles
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/hadolint docker/*.Dockerfile
 
 format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
@@ -56,6 +57,7 @@ format: install ## Apply ruff's fixes and formatting
 
 bench: install ## Run the benchmarks under bench/ (writes bench/results/*.json)
 	$(PY) -m bench.preprocess
+	$(PY) -m bench.model
 
 clean: ## Remove the virtual environment, caches and local data
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data

@@ -3,7 +3,7 @@
 A GPU decoding one prompt reads all of the language model's weights per token; decoding 32
 prompts reads them once too. So requests that arrive together are worth serving together:
 `DynamicBatcher.submit` parks a request, and one dispatcher task hands batches to `process`, in a
-single worker thread, one batch at a time.
+worker thread of its own, one batch at a time.
 
 The rule for a batch: it starts when it holds `max_batch_size` requests, or when its oldest
 request has waited `max_wait_ms`, whichever comes first. While the model is busy, new requests
@@ -22,6 +22,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -64,6 +65,9 @@ class DynamicBatcher(Generic[T, R]):
         self.stats = BatchStats()
         self._queue: asyncio.Queue[_Pending[T, R]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
+        # One thread of its own: torch keeps per-thread state (OpenMP teams, CUDA streams), and a
+        # pool thread that changes from batch to batch would pay to rebuild it.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
 
     def start(self) -> None:
         """Start the dispatcher on the running event loop."""
@@ -76,6 +80,7 @@ class DynamicBatcher(Generic[T, R]):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        self._worker.shutdown(wait=False)
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.future.done():
@@ -117,7 +122,7 @@ class DynamicBatcher(Generic[T, R]):
         started = time.perf_counter()
         items = [p.item for p in batch]
         try:
-            results = await asyncio.to_thread(self._process, items)
+            results = await asyncio.get_running_loop().run_in_executor(self._worker, self._process, items)
             if len(results) != len(batch):
                 raise RuntimeError(f"process returned {len(results)} results for {len(batch)} requests")
         except asyncio.CancelledError:  # aclose() while the model runs: nobody will settle these later

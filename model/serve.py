@@ -83,6 +83,7 @@ class ModelServer:
         self.endpoint_name = endpoint_name
         self.loaded: inference.LoadedModel | None = None
         self.load_error: BaseException | None = None
+        self.ready = asyncio.Event()  # set once the model is loaded
         self.batcher: DynamicBatcher[inference.VisionRequest, dict[str, Any]] = DynamicBatcher(
             self._predict, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms
         )
@@ -114,6 +115,7 @@ class ModelServer:
             if self._on_load_failure is not None:
                 self._on_load_failure(exc)
             return
+        self.ready.set()
         log.info("model %s loaded on %s (%s)", self.loaded.name, self.loaded.device, self.loaded.dtype)
 
     async def invoke(self, body: bytes, content_type: str, accept: str) -> Answer:

@@ -1,0 +1,52 @@
+"""docker/model.Dockerfile still matches the tree and the CLI it runs (Docker cannot run here)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+from model.serve import parse_args
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = (ROOT / "docker" / "model.Dockerfile").read_text()
+
+
+def instructions(name: str) -> list[str]:
+    joined = DOCKERFILE.replace("\\\n", " ")
+    return [line.split(None, 1)[1] for line in joined.splitlines() if line.startswith(f"{name} ")]
+
+
+def test_every_copied_file_exists() -> None:
+    sources = [src for copy in instructions("COPY") for src in shlex.split(copy)[:-1]]
+    assert sources
+    missing = [src for src in sources if not (ROOT / src).is_file()]
+    assert missing == []
+
+
+def test_the_server_module_and_everything_it_imports_from_model_are_copied() -> None:
+    copied = {src for copy in instructions("COPY") for src in shlex.split(copy)[:-1]}
+    needed = {"model/serve.py"}
+    for package, name in re.findall(r"^from (model[\w.]*) import (\w+)", (ROOT / "model/serve.py").read_text(), re.M):
+        folder = package.replace(".", "/")
+        is_module = (ROOT / folder / f"{name}.py").is_file()  # `from model.code import inference`
+        needed |= {f"{folder}/{name}.py", f"{folder}/__init__.py"} if is_module else {f"{folder}.py"}
+    assert len(needed) >= 4
+    assert needed <= copied
+
+
+def test_cmd_is_a_valid_model_serve_command_line() -> None:
+    (cmd,) = instructions("CMD")
+    argv = json.loads(cmd)
+    assert argv[:3] == ["python", "-m", "model.serve"]
+    args = parse_args(argv[3:])
+    assert (args.host, args.port, args.model_dir) == ("0.0.0.0", 8080, "/opt/ml/model")
+    assert instructions("EXPOSE") == ["8080"]
+
+
+def test_torch_is_pinned_to_the_version_the_makefile_installs() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    pinned = set(re.findall(r"torch==([\d.]+)", DOCKERFILE))
+    assert pinned
+    assert pinned == set(re.findall(r"torch==([\d.]+)", makefile))
