@@ -82,8 +82,8 @@ def request_body(seed: int) -> bytes:
 
 
 def load(model_dir: Path, device: str, dtype: str) -> inference.LoadedModel:
-    """Load through `model_fn`, then turn EOS off so that every prompt decodes its whole budget."""
-    loaded = inference.model_fn(str(model_dir), device=device, dtype=dtype)
+    """Load through `load_model`, then turn EOS off so that every prompt decodes its whole budget."""
+    loaded = inference.load_model(str(model_dir), device=device, dtype=dtype)
     for config in (loaded.model.generation_config, loaded.model.language_model.generation_config):
         config.eos_token_id = None
     return loaded

@@ -274,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         holder["server"].should_exit = True
 
     server = ModelServer(
-        lambda: inference.model_fn(args.model_dir, device=args.device, dtype=args.dtype),
+        lambda: inference.load_model(args.model_dir, device=args.device, dtype=args.dtype),
         endpoint_name=args.endpoint_name,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,

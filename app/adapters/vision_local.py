@@ -1,6 +1,6 @@
 """In-process BLIP-2 (VISION_BACKEND=local) through the very functions SageMaker calls.
 
-The model loads once, in the lifespan, via `model_fn`; each request goes through
+The model loads once, in the lifespan, via `load_model` (what `model_fn` calls); each request goes through
 `input_fn -> predict_fn -> output_fn` with the same JSON body the SageMaker adapter sends,
 so the in-process path and the endpoint cannot drift apart. Calls run in a worker thread,
 one at a time (torch already uses every core for one call; a second would only thrash). A
@@ -30,7 +30,7 @@ def load_model(settings: Settings) -> inference.LoadedModel:
     """Load BLIP-2 from MODEL_DIR, else MODEL_ID from the hub; blocking, so call it in a thread."""
     source = str(settings.model_dir) if settings.model_dir else settings.model_id
     try:
-        return inference.model_fn(source, device=settings.model_device, dtype=settings.model_dtype)
+        return inference.load_model(source, device=settings.model_device, dtype=settings.model_dtype)
     except OSError as exc:  # transformers raises OSError when the hub cannot be reached or has no such model
         raise ConfigError(
             f"Could not load MODEL_ID={settings.model_id} from the Hugging Face hub; set MODEL_DIR to a local "

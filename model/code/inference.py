@@ -16,7 +16,7 @@ copied into one row per prompt (caption + every question), and all rows of all i
 batch are decoded by ONE greedy `generate` call, each row stopping at its own token budget.
 fp16 and SDPA attention on CUDA. `model.serve` batches concurrent requests into `predict_batch`.
 
-Environment (read by `model_fn`): `MODEL_DEVICE` (auto|cpu|cuda), `MODEL_DTYPE`
+Environment (read by `load_model`, which `model_fn` calls): `MODEL_DEVICE` (auto|cpu|cuda), `MODEL_DTYPE`
 (auto|float16|bfloat16|float32; auto = float16 on CUDA, float32 on CPU), `MODEL_NAME`.
 """
 
@@ -109,14 +109,27 @@ def _pick_dtype(name: str, device: torch.device) -> torch.dtype:
     return dtypes[name]
 
 
-def model_fn(
-    model_dir: str, context: Any = None, *, device: str | None = None, dtype: str | None = None
-) -> LoadedModel:
+def model_fn(model_dir: str, context: Any = None) -> LoadedModel:
+    """Load the model the way SageMaker's container asks: device and dtype from the environment.
+
+    The toolkit calls this with one or two arguments and refuses a function with any other
+    number of parameters, so the options live in `load_model`.
+
+    Args:
+        model_dir: where the container extracted the model tarball (/opt/ml/model).
+        context: SageMaker's context object; unused.
+
+    Returns:
+        What `load_model` returns.
+    """
+    return load_model(model_dir)
+
+
+def load_model(model_dir: str, *, device: str | None = None, dtype: str | None = None) -> LoadedModel:
     """Load BLIP-2 and its processor from a folder (or a hub id) once per process.
 
     Args:
         model_dir: a folder with `config.json`, weights and processor files, or a hub model id.
-        context: SageMaker's context object; unused.
         device: auto, cpu or cuda; defaults to MODEL_DEVICE, else auto.
         dtype: auto, float16, bfloat16 or float32; defaults to MODEL_DTYPE, else auto.
 

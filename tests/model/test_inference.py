@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 import json
 from collections.abc import Iterator
@@ -63,6 +64,17 @@ def test_model_fn_loads_on_cpu_in_float32(loaded: LoadedModel) -> None:
     assert next(loaded.model.parameters()).dtype.is_floating_point
     assert loaded.dtype.itemsize == 4
     assert not loaded.model.training
+
+
+@pytest.mark.parametrize(
+    ("handler", "arities"),
+    [("model_fn", {1, 2}), ("input_fn", {2, 3}), ("predict_fn", {2, 3}), ("output_fn", {2, 3})],
+)
+def test_handlers_take_as_many_parameters_as_the_sagemaker_toolkit_passes(handler: str, arities: set[int]) -> None:
+    # sagemaker-inference's Transformer._run_handler_function counts parameters: the toolkit's
+    # arguments, or those plus its context; any other count is a TypeError when the endpoint starts.
+    parameters = inspect.signature(getattr(inference, handler)).parameters
+    assert len(parameters) in arities
 
 
 def test_model_fn_asks_for_sdpa_attention_in_every_part(loaded: LoadedModel) -> None:
