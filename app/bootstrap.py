@@ -8,6 +8,7 @@ Tests call `create_app(settings, backends=Backends(...fakes...))`.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
@@ -134,10 +135,13 @@ async def _build_store(settings: Settings, stack: AsyncExitStack) -> ImageStore:
 async def _build_vision(settings: Settings, stack: AsyncExitStack) -> VisionModel:
     if settings.vision_backend == "local":
         from app.adapters.vision_local import LocalVision, load_model
+        from model.thread import model_thread
 
-        loaded = await anyio.to_thread.run_sync(load_model, settings)
+        thread = model_thread()
+        stack.callback(thread.shutdown, wait=False)
+        loaded = await asyncio.get_running_loop().run_in_executor(thread, load_model, settings)
         log.info("model_loaded", model=loaded.name, device=str(loaded.device), dtype=str(loaded.dtype))
-        return LocalVision(loaded, timeout_s=settings.vision_timeout_seconds)
+        return LocalVision(loaded, timeout_s=settings.vision_timeout_seconds, thread=thread)
     if settings.vision_backend == "sagemaker":
         import httpx
 

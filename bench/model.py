@@ -42,9 +42,13 @@ import torch
 from model.baseline import naive_predict
 from model.code import inference
 from model.serve import ModelServer
+from model.thread import model_thread
 from model.tiny import build
 
 RESULTS = Path(__file__).parent / "results"
+# Every torch call of this benchmark runs on this one thread, as in the server (see model.thread):
+# contenders measured on different threads would slow each other down.
+MODEL_THREAD = model_thread()
 # Peak memory bandwidth, bytes/s, by a name fragment of `torch.cuda.get_device_name()`.
 GPU_BANDWIDTH = {"A10G": 600e9, "L4": 300e9, "A100": 2.0e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "H200": 4.8e12}
 
@@ -90,13 +94,14 @@ def load(model_dir: Path, device: str, dtype: str) -> inference.LoadedModel:
 
 
 def sequential(fn: Callable[[], object], runs: int, warmup: int = 2) -> dict[str, float]:
+    """Time `fn` one call after another, each on the model's thread."""
     for _ in range(warmup):
-        fn()
+        MODEL_THREAD.submit(fn).result()
     latencies = []
     started = time.perf_counter()
     for _ in range(runs):
         t0 = time.perf_counter()
-        fn()
+        MODEL_THREAD.submit(fn).result()
         latencies.append((time.perf_counter() - t0) * 1000)
     return summarize(latencies, time.perf_counter() - started)
 
@@ -105,7 +110,7 @@ async def load_test(
     loaded: inference.LoadedModel, bodies: list[bytes], *, concurrency: int, requests: int, batch: int, wait_ms: float
 ) -> dict[str, float]:
     """Drive `ModelServer.invoke` with `concurrency` closed-loop clients until `requests` have answered."""
-    server = ModelServer(lambda: loaded, max_batch_size=batch, max_wait_ms=wait_ms)
+    server = ModelServer(lambda: loaded, max_batch_size=batch, max_wait_ms=wait_ms, executor=MODEL_THREAD)
     await server.start()
     await server.ready.wait()
     latencies: list[float] = []
@@ -158,7 +163,7 @@ def device_description(device: str) -> str:
 
 def measure_naive(model_dir: Path, one: inference.VisionRequest, args: argparse.Namespace) -> dict[str, float]:
     """Time the naive loop in float32; its model is freed when this returns, before ours loads."""
-    naive_model = load(model_dir, args.device, "float32")
+    naive_model = MODEL_THREAD.submit(load, model_dir, args.device, "float32").result()
     return sequential(lambda: naive_predict(one, naive_model), args.runs)
 
 
@@ -166,17 +171,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bodies = [request_body(seed) for seed in range(8)]
     one = inference.input_fn(bodies[0], inference.JSON_TYPE)
     with tempfile.TemporaryDirectory() as scratch:
-        model_dir = args.model_dir or build(
-            Path(scratch) / args.architecture, architecture=args.architecture, device=args.build_device
+        model_dir = (
+            args.model_dir
+            or MODEL_THREAD.submit(
+                build, Path(scratch) / args.architecture, architecture=args.architecture, device=args.build_device
+            ).result()
         )
         naive = measure_naive(model_dir, one, args)
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()  # two copies of 3.7 B parameters do not fit on an A10G
-        loaded = load(model_dir, args.device, args.dtype)
+        loaded = MODEL_THREAD.submit(load, model_dir, args.device, args.dtype).result()
 
     ours = sequential(lambda: inference.predict_fn(one, loaded), args.runs)
-    generate_ms = inference.predict_fn(one, loaded)["timings_ms"]["generate"]
+    generate_ms = MODEL_THREAD.submit(inference.predict_fn, one, loaded).result()["timings_ms"]["generate"]
     steps = max(one.caption_max_new_tokens, one.answer_max_new_tokens)
     server: dict[str, dict[str, dict[str, float]]] = {"no_batching": {}, "batching": {}}
     for concurrency in args.concurrency:
@@ -251,6 +259,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
             label="naive, one at a time",
         )
         axis.set_xscale("log", base=2)
+        axis.set_xticks(levels, [str(level) for level in levels])
         axis.set_xlabel("concurrent requests")
         axis.set_ylabel(ylabel)
         axis.legend()

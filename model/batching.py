@@ -2,8 +2,8 @@
 
 A GPU decoding one prompt reads all of the language model's weights per token; decoding 32
 prompts reads them once too. So requests that arrive together are worth serving together:
-`DynamicBatcher.submit` parks a request, and one dispatcher task hands batches to `process`, in a
-worker thread of its own, one batch at a time.
+`DynamicBatcher.submit` parks a request, and one dispatcher task hands batches to `process`, on
+the model's own thread (`model.thread`), one batch at a time.
 
 The rule for a batch: it starts when it holds `max_batch_size` requests, or when its oldest
 request has waited `max_wait_ms`, whichever comes first. While the model is busy, new requests
@@ -25,6 +25,8 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
+
+from model.thread import model_thread
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -54,7 +56,14 @@ class BatchStats:
 class DynamicBatcher(Generic[T, R]):
     """Serve `submit(item)` calls through `process(items) -> results`, batching concurrent ones."""
 
-    def __init__(self, process: Callable[[Sequence[T]], list[R]], *, max_batch_size: int, max_wait_ms: float) -> None:
+    def __init__(
+        self,
+        process: Callable[[Sequence[T]], list[R]],
+        *,
+        max_batch_size: int,
+        max_wait_ms: float,
+        executor: ThreadPoolExecutor | None = None,
+    ) -> None:
         if max_batch_size < 1:
             raise ValueError("max_batch_size must be at least 1")
         if max_wait_ms < 0:
@@ -65,9 +74,9 @@ class DynamicBatcher(Generic[T, R]):
         self.stats = BatchStats()
         self._queue: asyncio.Queue[_Pending[T, R]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
-        # One thread of its own: torch keeps per-thread state (OpenMP teams, CUDA streams), and a
-        # pool thread that changes from batch to batch would pay to rebuild it.
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        # Batches run on the model's own thread (see model.thread), given or made here.
+        self._owns_worker = executor is None
+        self._worker = executor or model_thread()
 
     def start(self) -> None:
         """Start the dispatcher on the running event loop."""
@@ -80,7 +89,8 @@ class DynamicBatcher(Generic[T, R]):
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
-        self._worker.shutdown(wait=False)
+        if self._owns_worker:
+            self._worker.shutdown(wait=False)
         while not self._queue.empty():
             pending = self._queue.get_nowait()
             if not pending.future.done():

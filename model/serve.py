@@ -12,9 +12,9 @@ It speaks two dialects over the same `model/code/inference.py` functions SageMak
   `ModelError` (424, `x-amzn-ErrorType`, `OriginalStatusCode`, `OriginalMessage`); an unknown
   endpoint name as `ValidationError`; a model still loading as `ModelNotReadyException`.
 
-The model loads in a worker thread after the server starts listening, so `/ping` can say 503
-meanwhile. Requests are decoded (`input_fn`) concurrently in threads, then batched by
-`model.batching.DynamicBatcher` into `predict_batch` calls, one at a time. The server does not
+The model loads on its own thread (`model.thread`) after the server starts listening, so `/ping`
+can say 503 meanwhile. Requests are decoded (`input_fn`, Pillow only) concurrently in threads,
+then batched by `model.batching.DynamicBatcher` into `predict_batch` calls on the model's thread. The server does not
 check SigV4 signatures: it is for loopback and for a private GPU box, never the internet.
 """
 
@@ -28,6 +28,7 @@ import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,7 @@ from starlette.routing import Route
 
 from model.batching import DynamicBatcher
 from model.code import inference
+from model.thread import model_thread
 
 log = logging.getLogger("model.serve")
 
@@ -79,13 +81,16 @@ class ModelServer:
         max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
         max_wait_ms: float = DEFAULT_MAX_WAIT_MS,
         on_load_failure: Callable[[BaseException], None] | None = None,
+        executor: ThreadPoolExecutor | None = None,
     ) -> None:
         self.endpoint_name = endpoint_name
+        self._owns_thread = executor is None
+        self._model_thread = executor or model_thread()  # loads the model and runs every batch
         self.loaded: inference.LoadedModel | None = None
         self.load_error: BaseException | None = None
         self.ready = asyncio.Event()  # set once the model is loaded
         self.batcher: DynamicBatcher[inference.VisionRequest, dict[str, Any]] = DynamicBatcher(
-            self._predict, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms
+            self._predict, max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, executor=self._model_thread
         )
         self._load = load
         self._on_load_failure = on_load_failure
@@ -105,10 +110,12 @@ class ModelServer:
             self._load_task.cancel()
             await asyncio.gather(self._load_task, return_exceptions=True)
         await self.batcher.aclose()
+        if self._owns_thread:
+            self._model_thread.shutdown(wait=False)
 
     async def _load_model(self) -> None:
         try:
-            self.loaded = await asyncio.to_thread(self._load)
+            self.loaded = await asyncio.get_running_loop().run_in_executor(self._model_thread, self._load)
         except Exception as exc:
             self.load_error = exc
             log.exception("model failed to load")

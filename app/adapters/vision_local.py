@@ -2,17 +2,18 @@
 
 The model loads once, in the lifespan, via `load_model` (what `model_fn` calls); each request goes through
 `input_fn -> predict_fn -> output_fn` with the same JSON body the SageMaker adapter sends,
-so the in-process path and the endpoint cannot drift apart. Calls run in a worker thread,
-one at a time (torch already uses every core for one call; a second would only thrash). A
-request that times out answers 504 at once while its model call finishes in the background;
-the lock, taken inside the thread, keeps the next call from starting until it has.
+so the in-process path and the endpoint cannot drift apart. The model is loaded and called on
+one thread of its own (`model.thread`: torch slows down once several threads have used it),
+so calls run one at a time (torch already uses every core for one call). A request that times
+out answers 504 at once while its model call finishes in the background; the next call waits
+in the thread's queue until it has.
 """
 
 from __future__ import annotations
 
-import threading
+import asyncio
 from collections.abc import Sequence
-from functools import partial
+from concurrent.futures import ThreadPoolExecutor
 
 import anyio
 import structlog
@@ -22,12 +23,13 @@ from app.domain import vision_contract
 from app.domain.models import VisionResult
 from app.errors import UpstreamTimeout, VisionModelError
 from model.code import inference
+from model.thread import model_thread
 
 log = structlog.get_logger(__name__)
 
 
 def load_model(settings: Settings) -> inference.LoadedModel:
-    """Load BLIP-2 from MODEL_DIR, else MODEL_ID from the hub; blocking, so call it in a thread."""
+    """Load BLIP-2 from MODEL_DIR, else MODEL_ID from the hub; blocking, so call it on the model's thread."""
     source = str(settings.model_dir) if settings.model_dir else settings.model_id
     try:
         return inference.load_model(source, device=settings.model_device, dtype=settings.model_dtype)
@@ -41,21 +43,20 @@ def load_model(settings: Settings) -> inference.LoadedModel:
 class LocalVision:
     """The `VisionModel` port over an in-process BLIP-2."""
 
-    def __init__(self, loaded: inference.LoadedModel, *, timeout_s: float) -> None:
+    def __init__(
+        self, loaded: inference.LoadedModel, *, timeout_s: float, thread: ThreadPoolExecutor | None = None
+    ) -> None:
+        """Serve `loaded`, best on the `thread` it was loaded on (see `model.thread`)."""
         self.loaded = loaded
         self.name = loaded.name
         self.timeout_s = timeout_s
-        # The limiter queues requests without a thread each; the lock is what guarantees one model
-        # call at a time, because anyio frees the limiter when it abandons a timed-out thread.
-        self._queue = anyio.CapacityLimiter(1)
-        self._model_lock = threading.Lock()
+        self._thread = thread or model_thread()
 
     def _run(self, body: bytes) -> bytes:
-        with self._model_lock:
-            request = inference.input_fn(body, inference.JSON_TYPE)
-            prediction = inference.predict_fn(request, self.loaded)
-            payload, _ = inference.output_fn(prediction, inference.JSON_TYPE)
-            return payload
+        request = inference.input_fn(body, inference.JSON_TYPE)
+        prediction = inference.predict_fn(request, self.loaded)
+        payload, _ = inference.output_fn(prediction, inference.JSON_TYPE)
+        return payload
 
     async def describe(
         self,
@@ -73,9 +74,8 @@ class LocalVision:
         )
         try:
             with anyio.fail_after(self.timeout_s):
-                payload = await anyio.to_thread.run_sync(
-                    partial(self._run, body), limiter=self._queue, abandon_on_cancel=True
-                )
+                # A cancelled wait leaves a running call to finish; a queued one never starts.
+                payload = await asyncio.get_running_loop().run_in_executor(self._thread, self._run, body)
         except TimeoutError as exc:
             raise UpstreamTimeout("The vision model did not answer in time.") from exc
         except inference.InvalidInput as exc:
