@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 import time
 from pathlib import Path
 
@@ -93,3 +94,23 @@ def test_unreachable_hub_model_says_to_set_model_dir() -> None:
     settings = Settings(_env_file=None, model_id="Salesforce/blip2-opt-2.7b")  # type: ignore[call-arg]
     with pytest.raises(ConfigError, match="set MODEL_DIR"):
         load_model(settings)
+
+
+async def test_every_model_call_runs_on_the_one_model_thread(
+    loaded: inference.LoadedModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """torch slows down once two threads have used it (model.thread): calls never hop threads."""
+    threads: list[int] = []
+    real_predict = inference.predict_fn
+
+    def recording_predict(request: inference.VisionRequest, model: inference.LoadedModel) -> dict[str, object]:
+        threads.append(threading.get_ident())
+        return real_predict(request, model)
+
+    monkeypatch.setattr(inference, "predict_fn", recording_predict)
+    vision = LocalVision(loaded, timeout_s=30)
+    for _ in range(3):
+        await vision.describe(jpeg(), ["Ok?"], caption_max_new_tokens=2, answer_max_new_tokens=2)
+    assert len(threads) == 3
+    assert len(set(threads)) == 1
+    assert threading.get_ident() not in threads  # and never the event loop's

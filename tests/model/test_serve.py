@@ -262,6 +262,27 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
     assert vision_passes.passes == server.batcher.stats.batches  # one vision pass per batch, not per request
 
 
+def test_the_model_is_loaded_and_run_on_one_thread(loaded: LoadedModel, monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: dict[str, set[int]] = {"load": set(), "predict": set()}
+    real_predict = inference.predict_batch
+
+    def recording_load() -> LoadedModel:
+        threads["load"].add(threading.get_ident())
+        return loaded
+
+    def recording_predict(requests: Any, model: LoadedModel) -> list[dict[str, Any]]:
+        threads["predict"].add(threading.get_ident())
+        return real_predict(requests, model)
+
+    monkeypatch.setattr(inference, "predict_batch", recording_predict)
+    with serving(create_app(ModelServer(recording_load, max_wait_ms=0))) as url:
+        wait_until_ready(url)
+        for seed in range(3):
+            httpx.post(f"{url}/invocations", content=photo(seed), headers={"Content-Type": "image/jpeg"})
+    assert len(threads["load"]) == 1
+    assert threads["predict"] == threads["load"]
+
+
 def test_batching_off_is_one_call_per_request(loaded: LoadedModel, vision_passes: PassCounter) -> None:
     server = ModelServer(lambda: loaded, max_batch_size=1, max_wait_ms=0)
     with serving(create_app(server)) as url:
