@@ -28,7 +28,7 @@ COPY requirements.txt /srv/requirements.txt
 COPY model/code/requirements.txt /srv/model/code/requirements.txt
 RUN pip install -c /srv/requirements.txt uvicorn starlette pillow -r /srv/model/code/requirements.txt
 
-COPY model/__init__.py model/batching.py model/serve.py /srv/model/
+COPY model/__init__.py model/batching.py model/serve.py model/thread.py /srv/model/
 COPY model/code/__init__.py model/code/inference.py /srv/model/code/
 
 RUN useradd --system --uid 10001 --no-create-home model

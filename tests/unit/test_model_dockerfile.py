@@ -25,15 +25,29 @@ def test_every_copied_file_exists() -> None:
     assert missing == []
 
 
+def model_files_needed_by(path: str) -> set[str]:
+    """Return `path` and every file of model/ it imports, directly or not."""
+    needed, todo = set(), [path]
+    while todo:
+        current = todo.pop()
+        if current in needed:
+            continue
+        needed.add(current)
+        for package, name in re.findall(r"^from (model[\w.]*) import (\w+)", (ROOT / current).read_text(), re.M):
+            folder = package.replace(".", "/")
+            if (ROOT / folder / f"{name}.py").is_file():  # `from model.code import inference`
+                needed.add(f"{folder}/__init__.py")
+                todo.append(f"{folder}/{name}.py")
+            else:
+                todo.append(f"{folder}.py")
+    return needed
+
+
 def test_the_server_module_and_everything_it_imports_from_model_are_copied() -> None:
     copied = {src for copy in instructions("COPY") for src in shlex.split(copy)[:-1]}
-    needed = {"model/serve.py"}
-    for package, name in re.findall(r"^from (model[\w.]*) import (\w+)", (ROOT / "model/serve.py").read_text(), re.M):
-        folder = package.replace(".", "/")
-        is_module = (ROOT / folder / f"{name}.py").is_file()  # `from model.code import inference`
-        needed |= {f"{folder}/{name}.py", f"{folder}/__init__.py"} if is_module else {f"{folder}.py"}
-    assert len(needed) >= 4
-    assert needed <= copied
+    needed = model_files_needed_by("model/serve.py")
+    assert {"model/batching.py", "model/thread.py", "model/code/inference.py"} <= needed
+    assert needed - copied == set()
 
 
 def test_cmd_is_a_valid_model_serve_command_line() -> None:
