@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import gc
 import io
 import json
-import math
 import platform
 import statistics
 import tempfile
@@ -39,6 +37,8 @@ from typing import Any
 
 import torch
 
+from app.domain import vision_contract
+from bench.stats import percentile, timed
 from model.baseline import naive_predict
 from model.code import inference
 from model.serve import ModelServer
@@ -53,11 +53,6 @@ MODEL_THREAD = model_thread()
 GPU_BANDWIDTH = {"A10G": 600e9, "L4": 300e9, "A100": 2.0e12, "H100 PCIe": 2.0e12, "H100": 3.35e12, "H200": 4.8e12}
 
 
-def percentile(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]  # nearest rank
-
-
 def summarize(latencies_ms: list[float], wall_s: float) -> dict[str, float]:
     return {
         "requests": len(latencies_ms),
@@ -68,7 +63,7 @@ def summarize(latencies_ms: list[float], wall_s: float) -> dict[str, float]:
 
 
 def request_body(seed: int) -> bytes:
-    """A JSON body as the app sends it: a 384 px JPEG and the default questions."""
+    """A JSON body as the app sends it: a 384 px JPEG, the default questions and token budgets."""
     from PIL import Image
 
     image = Image.new("RGB", (384, 288), (40 * seed % 256, 90, 200 - 30 * seed % 200))
@@ -77,12 +72,12 @@ def request_body(seed: int) -> bytes:
             image.putpixel((x, y), ((x + seed) % 256, y % 256, (x * y) % 256))
     buffer = io.BytesIO()
     image.save(buffer, "JPEG", quality=85)
-    payload = {
-        "image": base64.b64encode(buffer.getvalue()).decode(),
-        "questions": list(inference.DEFAULT_QUESTIONS),
-        "max_new_tokens": dict(inference.DEFAULT_MAX_NEW_TOKENS),
-    }
-    return json.dumps(payload).encode()
+    return vision_contract.request_body(
+        buffer.getvalue(),
+        inference.DEFAULT_QUESTIONS,
+        caption_max_new_tokens=inference.DEFAULT_MAX_NEW_TOKENS["caption"],
+        answer_max_new_tokens=inference.DEFAULT_MAX_NEW_TOKENS["answer"],
+    )
 
 
 def load(model_dir: Path, device: str, dtype: str) -> inference.LoadedModel:
@@ -93,17 +88,10 @@ def load(model_dir: Path, device: str, dtype: str) -> inference.LoadedModel:
     return loaded
 
 
-def sequential(fn: Callable[[], object], runs: int, warmup: int = 2) -> dict[str, float]:
+def sequential(fn: Callable[[], object], runs: int) -> dict[str, float]:
     """Time `fn` one call after another, each on the model's thread."""
-    for _ in range(warmup):
-        MODEL_THREAD.submit(fn).result()
-    latencies = []
-    started = time.perf_counter()
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        MODEL_THREAD.submit(fn).result()
-        latencies.append((time.perf_counter() - t0) * 1000)
-    return summarize(latencies, time.perf_counter() - started)
+    latencies = timed(lambda: MODEL_THREAD.submit(fn).result(), runs)
+    return summarize(latencies, sum(latencies) / 1000)
 
 
 async def load_test(

@@ -15,13 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import random
 import statistics
-import time
-from collections.abc import Callable
 from io import BytesIO
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from PIL import Image, ImageChops, ImageDraw, ImageOps, ImageStat
 
 from app.config import Settings
 from app.services.images import normalize_image
+from bench.stats import percentile, timed
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "preprocess.json"
 
@@ -85,21 +83,12 @@ def rms_difference(a: bytes, b: bytes) -> float:
     return round(statistics.fmean(ImageStat.Stat(ImageChops.difference(first, second)).rms), 2)
 
 
-def timed(fn: Callable[[], object], runs: int, warmup: int = 2) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    samples = []
-    for _ in range(runs):
-        started = time.perf_counter()
-        fn()
-        samples.append((time.perf_counter() - started) * 1000)
-    return samples
-
-
 def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    p95 = ordered[max(0, math.ceil(0.95 * len(ordered)) - 1)]  # nearest rank
-    return {"median_ms": round(statistics.median(ordered), 2), "p95_ms": round(p95, 2), "min_ms": round(ordered[0], 2)}
+    return {
+        "median_ms": round(statistics.median(samples), 2),
+        "p95_ms": round(percentile(samples, 0.95), 2),
+        "min_ms": round(min(samples), 2),
+    }
 
 
 def pin_to_one_core() -> int | None:

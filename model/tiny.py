@@ -35,6 +35,9 @@ necklace bracelet sunglasses the an of in on with and for it its no none unknown
 """
 
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]  # OPT's ids 0..3
+# The language model's ids for them, as OPT uses them: `</s>` begins and ends, `<pad>` pads.
+EOS_ID = SPECIAL_TOKENS.index("</s>")
+PAD_ID = SPECIAL_TOKENS.index("<pad>")
 IMAGE_TOKEN = "<image>"
 
 
@@ -84,9 +87,9 @@ def full_size_config(*, image_token_id: int) -> Blip2Config:
             num_attention_heads=32,
             word_embed_proj_dim=2560,
             max_position_embeddings=2048,
-            bos_token_id=2,
-            eos_token_id=2,
-            pad_token_id=1,
+            bos_token_id=EOS_ID,
+            eos_token_id=EOS_ID,
+            pad_token_id=PAD_ID,
         ).to_dict(),
         num_query_tokens=32,
         image_token_index=image_token_id,
@@ -122,9 +125,9 @@ def tiny_config(*, vocab_size: int, image_token_id: int, image_size: int) -> Bli
             num_attention_heads=2,
             word_embed_proj_dim=32,
             max_position_embeddings=128,
-            bos_token_id=2,
-            eos_token_id=2,
-            pad_token_id=1,
+            bos_token_id=EOS_ID,
+            eos_token_id=EOS_ID,
+            pad_token_id=PAD_ID,
         ).to_dict(),
         num_query_tokens=8,
         image_token_index=image_token_id,

@@ -6,7 +6,6 @@ import base64
 import inspect
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,48 +14,7 @@ from PIL import Image
 from model.baseline import naive_predict
 from model.code import inference
 from model.code.inference import InvalidInput, LoadedModel, VisionRequest
-
-
-@pytest.fixture(scope="module")
-def loaded(tiny_model_dir: Path) -> LoadedModel:
-    return inference.model_fn(str(tiny_model_dir))
-
-
-class PassCounter:
-    """Counts forward passes of the vision tower with a hook, for the length of a test."""
-
-    def __init__(self) -> None:
-        self.passes = 0
-
-    def __call__(self, *_: object) -> None:
-        self.passes += 1
-
-
-@pytest.fixture
-def vision_passes(loaded: LoadedModel) -> Iterator[PassCounter]:
-    counter = PassCounter()
-    handle = loaded.model.vision_model.register_forward_hook(counter)
-    yield counter
-    handle.remove()
-
-
-def product_photo(color: tuple[int, int, int] = (200, 30, 30), size: tuple[int, int] = (384, 288)) -> Image.Image:
-    """A patterned image: flat colours make every prompt look alike to a random model."""
-    image = Image.new("RGB", size, color)
-    for y in range(0, size[1], 6):
-        for x in range(0, size[0], 5):
-            image.putpixel((x, y), (x % 256, y % 256, (x * y) % 256))
-    return image
-
-
-def jpeg_bytes(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=90)
-    return buffer.getvalue()
-
-
-def json_body(image: bytes, questions: list[str], **extra: object) -> str:
-    return json.dumps({"image": base64.b64encode(image).decode(), "questions": questions, **extra})
+from tests.model.helpers import PassCounter, jpeg_bytes, json_body, product_photo
 
 
 def test_model_fn_loads_on_cpu_in_float32(loaded: LoadedModel) -> None:

@@ -14,15 +14,14 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import boto3
 import httpx
 import pytest
 from asgi_lifespan import LifespanManager
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from app.adapters.aws import build_sagemaker_runtime_client
 from app.bootstrap import create_app as create_service
 from app.config import Settings
 from model.code import inference
@@ -30,28 +29,18 @@ from model.code.inference import LoadedModel
 from model.serve import ModelServer, create_app
 from tests.imagegen import product_jpeg
 from tests.loopback import free_port, serving
-from tests.model.test_inference import PassCounter, jpeg_bytes, json_body, product_photo
+from tests.model.helpers import PassCounter, jpeg_bytes, json_body, product_photo
+
+if TYPE_CHECKING:
+    from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
 
 ENDPOINT = "blip2-endpoint"
 
 
-@pytest.fixture(scope="module")
-def loaded(tiny_model_dir: Path) -> LoadedModel:
-    return inference.model_fn(str(tiny_model_dir))
-
-
-@pytest.fixture
-def vision_passes(loaded: LoadedModel) -> Iterator[PassCounter]:
-    counter = PassCounter()
-    handle = loaded.model.vision_model.register_forward_hook(counter)
-    yield counter
-    handle.remove()
-
-
-def runtime_client(base_url: str) -> Any:
-    """boto3's SageMaker Runtime client pointed at a local server, as the app builds it."""
-    config = Config(region_name="ca-central-1", read_timeout=30, retries={"total_max_attempts": 1})
-    return boto3.session.Session().client("sagemaker-runtime", endpoint_url=base_url, config=config)
+def runtime_client(base_url: str) -> SageMakerRuntimeClient:
+    """boto3's SageMaker Runtime client pointed at a local server, built as the app builds it."""
+    settings = Settings(_env_file=None, sagemaker_runtime_url=base_url, vision_timeout_seconds=30)  # type: ignore[call-arg]
+    return build_sagemaker_runtime_client(settings)
 
 
 @pytest.fixture
@@ -71,6 +60,17 @@ def wait_until_ready(url: str, timeout_s: float = 60) -> None:
             pass
         time.sleep(0.05)
     raise AssertionError(f"{url}/ping did not answer 200 in {timeout_s} s")
+
+
+def post_all(url: str, bodies: list[str] | list[bytes], content_type: str) -> list[httpx.Response]:
+    """POST every body to /invocations at once, over one client; return the answers in order."""
+
+    async def fire() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+            headers = {"Content-Type": content_type}
+            return await asyncio.gather(*(http.post("/invocations", content=b, headers=headers) for b in bodies))
+
+    return asyncio.run(fire())
 
 
 def photo(seed: int) -> bytes:
@@ -242,17 +242,7 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_answer(
     server = ModelServer(lambda: loaded, max_batch_size=8, max_wait_ms=300)
     with serving(create_app(server)) as url:
         wait_until_ready(url)
-
-        async def fire() -> list[httpx.Response]:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-                return await asyncio.gather(
-                    *(
-                        http.post("/invocations", content=b, headers={"Content-Type": "application/json"})
-                        for b in bodies
-                    )
-                )
-
-        responses = asyncio.run(fire())
+        responses = post_all(url, bodies, "application/json")
     assert [r.status_code for r in responses] == [200] * 6
     for response, expected in zip(responses, alone, strict=True):
         got = response.json()
@@ -287,17 +277,7 @@ def test_batching_off_is_one_call_per_request(loaded: LoadedModel, vision_passes
     server = ModelServer(lambda: loaded, max_batch_size=1, max_wait_ms=0)
     with serving(create_app(server)) as url:
         wait_until_ready(url)
-
-        async def fire() -> list[httpx.Response]:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-                return await asyncio.gather(
-                    *(
-                        http.post("/invocations", content=photo(s), headers={"Content-Type": "image/jpeg"})
-                        for s in range(3)
-                    )
-                )
-
-        assert [r.status_code for r in asyncio.run(fire())] == [200] * 3
+        assert [r.status_code for r in post_all(url, [photo(s) for s in range(3)], "image/jpeg")] == [200] * 3
     assert server.batcher.stats.batches == 3
     assert vision_passes.passes == 3
 
