@@ -13,6 +13,7 @@ import os
 import re
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import replace
 from typing import Any
 
 import anyio
@@ -20,13 +21,16 @@ import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api.routes import analyze, health
+from app.api.routes import analyses, analyze, health
 from app.config import ConfigError, Settings
-from app.domain.ports import Backends, ImageStore, ReportWriter, VisionModel
+from app.domain.ports import AnalysisRepository, Backends, ImageStore, ReportWriter, TokenVerifier, VisionModel
+from app.errors import AppError
 from app.errors_http import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
-from app.services.analysis import AnalysisService, VisionOptions
+from app.services.analysis import AnalysisService, Limits, VisionOptions
+from app.services.history import HistoryService
+from app.services.ratelimit import RateLimiter
 
 log = structlog.get_logger("app")
 
@@ -37,27 +41,35 @@ def create_app(settings: Settings | None = None, *, backends: Backends | None = 
     """Build the app; backends given here replace the ones the settings would build."""
     settings = settings or Settings()
     settings.check_backends()
-    if settings.auth_mode == "supabase":
-        raise ConfigError("AUTH_MODE=supabase is not available in this version yet; use AUTH_MODE=disabled locally.")
     configure_logging(fmt=settings.log_format, level=settings.log_level)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, Any]]:
         async with AsyncExitStack() as stack:
             try:
-                built = backends or await build_backends(settings, stack)
+                if backends is None:
+                    built = await build_backends(settings, stack)
+                else:  # tests fake the outside world; the database and auth still come from settings
+                    built = replace(
+                        backends,
+                        repository=backends.repository or await _build_repository(settings, stack),
+                        verifier=backends.verifier or await _build_verifier(settings, stack),
+                    )
             except ConfigError as exc:  # e.g. MODEL_ID not on the hub: say what to fix before the traceback
                 log.error("startup_failed", detail=str(exc))
                 raise
+            assert built.repository is not None
             analyzer = AnalysisService(
                 store=built.store,
                 vision=built.vision,
                 writer=built.writer,
+                repository=built.repository,
                 options=VisionOptions(
                     questions=settings.vision_questions,
                     caption_max_new_tokens=settings.vision_caption_max_new_tokens,
                     answer_max_new_tokens=settings.vision_answer_max_new_tokens,
                 ),
+                limits=Limits(cache_ttl_s=settings.cache_ttl_seconds, daily_quota=settings.daily_quota),
             )
             if settings.auth_mode == "disabled":
                 log.warning("auth_disabled", user_id=settings.local_user_id)
@@ -72,6 +84,9 @@ def create_app(settings: Settings | None = None, *, backends: Backends | None = 
                 "settings": settings,
                 "backends": built,
                 "analyzer": analyzer,
+                "history": HistoryService(repository=built.repository, store=built.store),
+                "verifier": built.verifier if settings.auth_mode == "supabase" else None,
+                "rate_limiter": RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None,
                 # Decoding a 40 MP photo takes ~150 MB; bound how many run at once.
                 "image_limiter": anyio.CapacityLimiter(max(2, os.cpu_count() or 2)),
             }
@@ -96,6 +111,7 @@ def create_app(settings: Settings | None = None, *, backends: Backends | None = 
     app.add_middleware(RequestContextMiddleware)  # added last: outermost, sees every response
     app.include_router(health.router)
     app.include_router(analyze.router)
+    app.include_router(analyses.router)
     return app
 
 
@@ -111,7 +127,57 @@ async def build_backends(settings: Settings, stack: AsyncExitStack) -> Backends:
         store=await _build_store(settings, stack),
         vision=await _build_vision(settings, stack),
         writer=await _build_writer(settings, stack),
+        repository=await _build_repository(settings, stack),
+        verifier=await _build_verifier(settings, stack),
     )
+
+
+async def _build_repository(settings: Settings, stack: AsyncExitStack) -> AnalysisRepository:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from app.adapters.sql.engine import build_engine, check_schema
+    from app.adapters.sql.repository import SqlAnalysisRepository
+
+    engine = build_engine(
+        settings.database_url, timeout_s=settings.database_timeout_seconds, pool_size=settings.database_pool_size
+    )
+    stack.push_async_callback(engine.dispose)
+    try:
+        await check_schema(engine)
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        raise ConfigError(f"Cannot reach the database at {where} ({type(exc).__name__}).") from exc
+    return SqlAnalysisRepository(engine)
+
+
+async def _build_verifier(settings: Settings, stack: AsyncExitStack) -> TokenVerifier | None:
+    if settings.auth_mode == "disabled":
+        return None
+    if settings.auth_mode == "supabase":
+        import httpx
+
+        from app.adapters.auth_supabase import SupabaseVerifier
+
+        http = None
+        if settings.supabase_url:
+            http = await stack.enter_async_context(httpx.AsyncClient(timeout=httpx.Timeout(5.0)))
+        secret = settings.supabase_jwt_secret
+        verifier = SupabaseVerifier(
+            http=http,
+            jwks_url=f"{settings.supabase_url}/auth/v1/.well-known/jwks.json" if settings.supabase_url else None,
+            issuer=f"{settings.supabase_url}/auth/v1" if settings.supabase_url else None,
+            hs256_secret=secret.get_secret_value().encode() if secret else None,
+            algorithms=settings.jwt_algorithms(),
+            jwks_ttl_s=settings.supabase_jwks_cache_seconds,
+            jwks_refetch_min_s=settings.supabase_jwks_refetch_seconds,
+        )
+        try:  # warm the key cache; Supabase being down must not stop the service from starting
+            await verifier.check()
+        except AppError as exc:
+            log.warning("jwks_unavailable_at_startup", error=exc.code)
+        return verifier
+    raise ConfigError(f"Unknown AUTH_MODE={settings.auth_mode!r}; use disabled or supabase.")
 
 
 async def _build_store(settings: Settings, stack: AsyncExitStack) -> ImageStore:

@@ -26,6 +26,8 @@ DEFAULT_QUESTIONS: tuple[str, ...] = (
 MAX_CLIENT_QUESTIONS = 8
 MAX_QUESTION_CHARS = 200
 MAX_HINTS_CHARS = 500
+# What Supabase Auth signs with: asymmetric signing keys (published as JWKS), or the legacy shared secret.
+JWT_ALGORITHMS: tuple[str, ...] = ("ES256", "RS256", "EdDSA", "HS256")
 # The model endpoint takes at most 16 questions a request (model/code/inference.py).
 MAX_MODEL_QUESTIONS = 16
 
@@ -74,13 +76,25 @@ class Settings(BaseSettings):
     # Sent as `reasoning_effort`; set it empty for OpenAI-compatible servers that reject the parameter.
     openai_reasoning_effort: str | None = "minimal"
 
-    # Auth (the Supabase verifier arrives with the users issue; the names are fixed now)
+    # Auth
     auth_mode: Literal["disabled", "supabase"] = "disabled"
     supabase_url: str | None = None
     supabase_jwt_secret: SecretStr | None = None
+    # Empty: ES256 and RS256 when SUPABASE_URL is set, HS256 when SUPABASE_JWT_SECRET is (see `jwt_algorithms`).
+    supabase_jwt_algorithms: Annotated[tuple[str, ...], NoDecode] = ()
+    supabase_jwks_cache_seconds: float = Field(default=600.0, gt=0)
+    supabase_jwks_refetch_seconds: float = Field(default=30.0, ge=1)
     local_user_id: str = "local"
 
+    # Database
     database_url: str = "sqlite+aiosqlite:///./data/app.db"
+    database_timeout_seconds: float = Field(default=5.0, gt=0)
+    database_pool_size: int = Field(default=5, ge=1, le=100)
+
+    # What one user may spend (0 turns each off)
+    rate_limit_per_minute: int = Field(default=10, ge=0)
+    daily_quota: int = Field(default=100, ge=0)
+    cache_ttl_seconds: int = Field(default=86_400, ge=0)
 
     # Uploads
     max_upload_bytes: int = Field(default=15 * 1024 * 1024, gt=0)
@@ -97,12 +111,32 @@ class Settings(BaseSettings):
     posthog_host: str | None = None
     latency_slo_ms: int = Field(default=10_000, gt=0)
 
-    @field_validator("cors_origins", mode="before")
+    @field_validator("cors_origins", "supabase_jwt_algorithms", mode="before")
     @classmethod
-    def _split_origins(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("supabase_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else None
+
+    @field_validator("supabase_jwt_algorithms")
+    @classmethod
+    def _check_algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = set(value) - set(JWT_ALGORITHMS)
+        if unknown:
+            raise ValueError(f"unsupported {sorted(unknown)}; choose from {', '.join(JWT_ALGORITHMS)}")
+        return value
+
+    def jwt_algorithms(self) -> tuple[str, ...]:
+        """The algorithms a token may be signed with: configured, never read from the token."""
+        if self.supabase_jwt_algorithms:
+            return self.supabase_jwt_algorithms
+        derived: tuple[str, ...] = ("ES256", "RS256") if self.supabase_url else ()
+        return derived + (("HS256",) if self.supabase_jwt_secret else ())
 
     @field_validator("vision_questions")
     @classmethod
@@ -141,5 +175,11 @@ class Settings(BaseSettings):
                 f"MODEL_DIR={self.model_dir} holds no BLIP-2 model (no config.json); "
                 "build the tiny one with `make tiny-model` or point MODEL_DIR at a downloaded model."
             )
-        if self.auth_mode == "supabase" and not (self.supabase_url or self.supabase_jwt_secret):
-            raise ConfigError("AUTH_MODE=supabase needs SUPABASE_URL (JWKS) or SUPABASE_JWT_SECRET (HS256).")
+        if self.auth_mode == "supabase":
+            if not (self.supabase_url or self.supabase_jwt_secret):
+                raise ConfigError("AUTH_MODE=supabase needs SUPABASE_URL (JWKS) or SUPABASE_JWT_SECRET (HS256).")
+            algorithms = set(self.jwt_algorithms())
+            if "HS256" in algorithms and self.supabase_jwt_secret is None:
+                raise ConfigError("SUPABASE_JWT_ALGORITHMS includes HS256, which needs SUPABASE_JWT_SECRET.")
+            if algorithms - {"HS256"} and not self.supabase_url:
+                raise ConfigError("SUPABASE_JWT_ALGORITHMS includes ES256/RS256/EdDSA, which need SUPABASE_URL (JWKS).")

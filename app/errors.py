@@ -5,9 +5,13 @@
     ├── MalformedRequest        400 malformed_request
     ├── Unauthorized            401 unauthorized        (WWW-Authenticate: Bearer)
     ├── NotFound                404 not_found
+    ├── Conflict                409 conflict
+    │   ├── IdempotencyKeyInUse 409 idempotency_key_in_use   (Retry-After; the first request still runs)
+    │   └── AnalysisRunning     409 analysis_running
     ├── ImageTooLarge           413 image_too_large
     ├── UnsupportedImage        415 unsupported_image
     ├── InvalidField            422 invalid_field
+    │   └── IdempotencyKeyReused 422 idempotency_key_reused  (the same key with another request)
     ├── RateLimited             429 rate_limited        (Retry-After)
     ├── UpstreamError           502 upstream_error
     │   ├── VisionModelError    502 vision_model_error
@@ -67,6 +71,25 @@ class NotFound(AppError):
     detail = "No such resource."
 
 
+class Conflict(AppError):
+    status_code = 409
+    code = "conflict"
+    detail = "The request conflicts with the resource's current state."
+
+
+class IdempotencyKeyInUse(Conflict):
+    code = "idempotency_key_in_use"
+    detail = "A request with this Idempotency-Key is still running; retry it shortly."
+
+    def __init__(self, retry_after_s: int = 1) -> None:
+        super().__init__(headers={"Retry-After": str(max(1, retry_after_s))})
+
+
+class AnalysisRunning(Conflict):
+    code = "analysis_running"
+    detail = "The analysis is still running; delete it once it has finished."
+
+
 class ImageTooLarge(AppError):
     status_code = 413
     code = "image_too_large"
@@ -83,6 +106,11 @@ class InvalidField(AppError):
     status_code = 422
     code = "invalid_field"
     detail = "A form field is invalid."
+
+
+class IdempotencyKeyReused(InvalidField):
+    code = "idempotency_key_reused"
+    detail = "This Idempotency-Key was used with a different request; use a new key for a new request."
 
 
 class RateLimited(AppError):

@@ -4,6 +4,7 @@ and the tiny random-weight BLIP-2 built once per session."""
 from __future__ import annotations
 
 import os
+import shutil
 
 # Before anything imports huggingface_hub, which reads this once: tests never touch the hub.
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -43,14 +44,48 @@ def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite database migrated to head once per session; tests copy it rather than migrate again."""
+    from alembic import command
+
+    from app.adapters.sql.engine import alembic_config
+
+    path = tmp_path_factory.mktemp("db") / "template.db"
+    command.upgrade(alembic_config(f"sqlite+aiosqlite:///{path}"), "head")
+    return path
+
+
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """Settings for tests: embedded backends, a temporary storage folder, no .env file."""
+def sqlite_url(migrated_sqlite: Path, tmp_path: Path) -> str:
+    """A fresh, migrated SQLite database of this test's own."""
+    path = tmp_path / "app.db"
+    shutil.copyfile(migrated_sqlite, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+def database_url(sqlite_url: str) -> str:
+    """The database the app under test runs on; tests of the data layer override it for PostgreSQL too."""
+    return sqlite_url
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    """Settings for tests: embedded backends, a temporary storage folder and database, no .env file.
+
+    Dedupe, the rate limit and the quota are off, so that tests of other features may send the
+    same photo many times; their own tests turn them on.
+    """
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         environment="test",
         storage_dir=tmp_path / "uploads",
+        database_url=database_url,
         log_format="json",
+        cache_ttl_seconds=0,
+        rate_limit_per_minute=0,
+        daily_quota=0,
     )
 
 

@@ -22,6 +22,11 @@ class FakeStore:
             raise self.fail_with
         self.objects[key] = (data, content_type)
 
+    async def delete(self, key: str) -> None:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.objects.pop(key, None)
+
     async def check(self) -> None:
         if not self.ready:
             from app.errors import NotReady

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import anyio.to_thread
@@ -39,6 +40,14 @@ class LocalImageStore:
             await anyio.to_thread.run_sync(_write_atomically, path, data)
         except OSError as exc:
             raise UpstreamUnavailable("The image store could not write the image.") from exc
+
+    async def delete(self, key: str) -> None:
+        """Remove the key's file; a missing file is fine (a retried delete)."""
+        path = self.path_for(key)
+        try:
+            await anyio.to_thread.run_sync(partial(path.unlink, missing_ok=True))
+        except OSError as exc:
+            raise UpstreamUnavailable("The image store could not delete the image.") from exc
 
     async def check(self) -> None:
         """Return when the root exists (or can be created) and accepts a file; raise `NotReady` otherwise."""

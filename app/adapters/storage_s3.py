@@ -57,6 +57,15 @@ class S3ImageStore:
         except (BotoCoreError, ClientError) as exc:
             raise map_s3_error(exc) from exc
 
+    async def delete(self, key: str) -> None:
+        """Delete the object; S3 answers success for a key that is not there."""
+        try:
+            await anyio.to_thread.run_sync(
+                lambda: self._client.delete_object(Bucket=self._bucket, Key=self.object_key(key))
+            )
+        except (BotoCoreError, ClientError) as exc:
+            raise map_s3_error(exc, action="delete the image") from exc
+
     async def check(self) -> None:
         """Return when the bucket is reachable with our credentials; raise `NotReady` otherwise."""
         try:
@@ -68,7 +77,7 @@ class S3ImageStore:
             raise NotReady("The image store is not reachable.") from exc
 
 
-def map_s3_error(exc: BotoCoreError | ClientError) -> AppError:
+def map_s3_error(exc: BotoCoreError | ClientError, *, action: str = "store the image") -> AppError:
     """Translate a botocore error into the `AppError` a client may see; details never name the bucket."""
     if isinstance(exc, ReadTimeoutError | ConnectTimeoutError):
         return UpstreamTimeout("The image store did not answer in time.")
@@ -76,6 +85,6 @@ def map_s3_error(exc: BotoCoreError | ClientError) -> AppError:
         if http_status(exc) >= 500 or error_code(exc) in THROTTLING_CODES:
             return UpstreamUnavailable("The image store is unavailable; retry later.")
         # AccessDenied, NoSuchBucket, KMS key problems: our configuration, not the client's request.
-        return UpstreamError("The image store refused to store the image.")
+        return UpstreamError(f"The image store refused to {action}.")
     # EndpointConnectionError, a dropped connection, credentials that could not be fetched.
     return UpstreamUnavailable("The image store is unavailable; retry later.")

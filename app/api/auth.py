@@ -1,23 +1,59 @@
-"""Who is calling. With AUTH_MODE=disabled every request acts as one local user.
+"""Who is calling, and whether they may analyze now.
 
-Supabase token verification (AUTH_MODE=supabase) plugs in here; until it lands, startup
-refuses that mode rather than letting requests through unchecked (see `app.bootstrap`).
+AUTH_MODE=supabase: `Authorization: Bearer <Supabase access token>`, checked by the
+`TokenVerifier` the lifespan built (signature, expiry, audience, issuer, subject, role).
+AUTH_MODE=disabled: every request acts as the one local user (startup logs a warning, and
+refuses the mode in production).
+Both run before the upload is read, so a refused caller costs no upload.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from typing import Annotated, Final
 
-from fastapi import Request
+from fastapi import Depends, Header, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.state import settings_of
+from app.api.state import rate_limiter_of, settings_of, verifier_of
+from app.domain.models import User
+from app.errors import RateLimited, Unauthorized
+
+IDEMPOTENCY_KEY_MAX_CHARS: Final = 255
+
+# auto_error=False: a missing header is our 401 with the JSON body, not FastAPI's 403.
+# Declaring it documents the scheme in OpenAPI, so /docs has an "Authorize" button.
+_bearer = HTTPBearer(auto_error=False, description="A Supabase access token (AUTH_MODE=supabase).")
+BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 
-@dataclass(frozen=True, slots=True)
-class User:
-    id: str
+async def current_user(request: Request, credentials: BearerCredentials) -> User:
+    """The caller; 401 `unauthorized` for a missing, malformed or invalid token."""
+    verifier = verifier_of(request)
+    if verifier is None:
+        return User(id=settings_of(request).local_user_id)
+    if credentials is None or not credentials.credentials or " " in credentials.credentials.strip():
+        raise Unauthorized()
+    return await verifier.verify(credentials.credentials.strip())
 
 
-async def current_user(request: Request) -> User:
-    """The caller; runs before the upload is read, so a refused caller costs no upload."""
-    return User(id=settings_of(request).local_user_id)
+async def rate_limited_user(request: Request, user: Annotated[User, Depends(current_user)]) -> User:
+    """The caller, within RATE_LIMIT_PER_MINUTE; 429 `rate_limited` with `Retry-After` beyond it."""
+    limiter = rate_limiter_of(request)
+    if limiter is not None and (wait := limiter.acquire(user.id)) > 0:
+        raise RateLimited(math.ceil(wait))
+    return user
+
+
+async def idempotency_key(
+    key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            pattern=rf"^[!-~]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}}$",
+            description="Retrying with the same key within 24 h returns the first response instead of paying again.",
+        ),
+    ] = None,
+) -> str | None:
+    """The `Idempotency-Key` header: 1 to 255 printable ASCII characters without spaces, or absent."""
+    return key

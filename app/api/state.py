@@ -10,8 +10,10 @@ if TYPE_CHECKING:
     from anyio import CapacityLimiter
 
     from app.config import Settings
-    from app.domain.ports import Backends
+    from app.domain.ports import Backends, TokenVerifier
     from app.services.analysis import AnalysisService
+    from app.services.history import HistoryService
+    from app.services.ratelimit import RateLimiter
 
 
 def settings_of(request: Request) -> Settings:
@@ -24,6 +26,20 @@ def backends_of(request: Request) -> Backends:
 
 def analyzer_of(request: Request) -> AnalysisService:
     return cast("AnalysisService", request.state.analyzer)
+
+
+def history_of(request: Request) -> HistoryService:
+    return cast("HistoryService", request.state.history)
+
+
+def verifier_of(request: Request) -> TokenVerifier | None:
+    """The token verifier, or None when AUTH_MODE=disabled."""
+    return cast("TokenVerifier | None", request.state.verifier)
+
+
+def rate_limiter_of(request: Request) -> RateLimiter | None:
+    """The per-user limiter of POST /analyze, or None when RATE_LIMIT_PER_MINUTE=0."""
+    return cast("RateLimiter | None", request.state.rate_limiter)
 
 
 def request_id_of(request: Request) -> str:

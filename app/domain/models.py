@@ -6,8 +6,11 @@ This module imports nothing of ours.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
-from dataclasses import dataclass
+import uuid
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Final, Literal
 
@@ -21,6 +24,14 @@ REPORT_MAX_TITLE_CHARS: Final = 80
 REPORT_MAX_TAGS: Final = 10
 
 Condition = Literal["new", "used", "refurbished", "unknown"]
+AnalysisStatus = Literal["running", "succeeded", "failed"]
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    """Who is calling: Supabase's user id (the token's `sub`), or the local user when auth is off."""
+
+    id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +56,25 @@ class AnalysisOptions:
     questions: tuple[str, ...] = ()
     locale: str = DEFAULT_LOCALE
     hints: str | None = None
+
+    def to_json(self) -> dict[str, object]:
+        return {"questions": list(self.questions), "locale": self.locale, "hints": self.hints}
+
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> AnalysisOptions:
+        questions = data.get("questions") or []
+        assert isinstance(questions, list)
+        hints = data.get("hints")
+        return cls(
+            questions=tuple(str(q) for q in questions),
+            locale=str(data.get("locale") or DEFAULT_LOCALE),
+            hints=str(hints) if hints is not None else None,
+        )
+
+    def digest(self) -> str:
+        """SHA-256 of the options in canonical JSON: equal options, equal digests."""
+        canonical = json.dumps(asdict(self), sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +146,87 @@ class AnalysisResponse(BaseModel):
     vision: VisionResult
     report: ProductReport
     timings_ms: Timings
+
+
+class AnalysisError(BaseModel):
+    code: str
+    detail: str
+
+
+class Analysis(BaseModel):
+    """One analysis as `GET /analyses/{id}` returns it; a succeeded one has the fields of `AnalysisResponse`."""
+
+    id: str
+    status: AnalysisStatus
+    schema_version: str = SCHEMA_VERSION
+    created_at: datetime
+    completed_at: datetime | None = None
+    cached: bool = False
+    image: ImageInfo
+    vision: VisionResult | None = None
+    report: ProductReport | None = None
+    timings_ms: Timings | None = None
+    error: AnalysisError | None = None
+
+
+class AnalysisPage(BaseModel):
+    """`GET /analyses`: the caller's analyses, newest first; pass `next_cursor` as `cursor` for more."""
+
+    items: list[Analysis]
+    next_cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredAnalysis:
+    """An analysis as the repository keeps it: the response's parts plus what only the service sees."""
+
+    id: uuid.UUID
+    user_id: str
+    status: AnalysisStatus
+    created_at: datetime
+    image: ImageInfo
+    options: AnalysisOptions
+    options_hash: str
+    idempotency_key: str | None = None
+    cached: bool = False
+    source_id: uuid.UUID | None = None
+    vision: VisionResult | None = None
+    report: ProductReport | None = None
+    timings: Timings | None = None
+    error_code: str | None = None
+    error_detail: str | None = None
+    completed_at: datetime | None = None
+
+    def to_analysis(self) -> Analysis:
+        error = None
+        if self.error_code is not None:
+            error = AnalysisError(code=self.error_code, detail=self.error_detail or "")
+        return Analysis(
+            id=self.id.hex,
+            status=self.status,
+            created_at=self.created_at,
+            completed_at=self.completed_at,
+            cached=self.cached,
+            image=self.image,
+            vision=self.vision,
+            report=self.report,
+            timings_ms=self.timings,
+            error=error,
+        )
+
+    def to_response(self) -> AnalysisResponse:
+        """The `POST /analyze` body of a succeeded analysis."""
+        if self.status != "succeeded" or self.vision is None or self.report is None or self.timings is None:
+            raise ValueError(f"analysis {self.id} has not succeeded")
+        return AnalysisResponse(
+            id=self.id.hex,
+            created_at=self.created_at,
+            cached=self.cached,
+            image=self.image,
+            vision=self.vision,
+            report=self.report,
+            timings_ms=self.timings,
+        )
 
 
 class ErrorBody(BaseModel):

@@ -6,11 +6,13 @@ Each has a production adapter and an embedded one under `app/adapters/`; only
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from typing import Protocol
 
-from app.domain.models import ProductReport, VisionResult
+from app.domain.models import ProductReport, StoredAnalysis, User, VisionResult
 
 
 class ImageStore(Protocol):
@@ -18,6 +20,10 @@ class ImageStore(Protocol):
 
     async def put(self, key: str, data: bytes, content_type: str) -> None:
         """Store `data` under `key`, overwriting; raise an `AppError` on failure."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Remove `key`; a key that is not there is not an error."""
         ...
 
     async def check(self) -> None:
@@ -56,10 +62,82 @@ class ReportWriter(Protocol):
         ...
 
 
+class DuplicateIdempotencyKey(Exception):
+    """`AnalysisRepository.add` found the user's Idempotency-Key already taken."""
+
+
+class AnalysisRepository(Protocol):
+    """Where analyses, their idempotency keys and the daily usage counters are kept (SQLite or PostgreSQL).
+
+    Every query is scoped by `user_id`: one user can never read, find or delete another's analysis.
+    """
+
+    async def add(self, analysis: StoredAnalysis) -> None:
+        """Insert; raise `DuplicateIdempotencyKey` when the user already holds its idempotency key."""
+        ...
+
+    async def save(self, analysis: StoredAnalysis) -> None:
+        """Write back the outcome of a running analysis (status, results, error, key, completion time)."""
+        ...
+
+    async def get(self, user_id: str, analysis_id: uuid.UUID) -> StoredAnalysis | None: ...
+
+    async def by_idempotency_key(self, user_id: str, key: str) -> StoredAnalysis | None: ...
+
+    async def fresh_result(
+        self, user_id: str, image_sha256: str, options_hash: str, *, since: datetime
+    ) -> StoredAnalysis | None:
+        """The newest analysis the model really ran (not a cached copy) that succeeded after `since`."""
+        ...
+
+    async def history(
+        self, user_id: str, *, limit: int, after: tuple[datetime, uuid.UUID] | None
+    ) -> list[StoredAnalysis]:
+        """The user's analyses newest first, starting below the `(created_at, id)` cursor `after`."""
+        ...
+
+    async def delete(
+        self, user_id: str, analysis_id: uuid.UUID, *, remove_image: Callable[[str], Awaitable[None]]
+    ) -> StoredAnalysis | None:
+        """Delete the analysis; when no other analysis of the user shares its image, await
+        `remove_image(key)` before committing, so a failure leaves both in place. None: no such analysis."""
+        ...
+
+    async def take_quota(self, user_id: str, day: date, limit: int) -> bool:
+        """Count one analysis against the user's `day`; False (counting nothing) once `limit` is reached."""
+        ...
+
+    async def return_quota(self, user_id: str, day: date) -> None:
+        """Give back one analysis taken on `day` (it failed upstream)."""
+        ...
+
+    async def check(self) -> None:
+        """Return when the database answers; raise `NotReady` otherwise."""
+        ...
+
+
+class TokenVerifier(Protocol):
+    """Checks an access token and says whose it is (Supabase Auth)."""
+
+    async def verify(self, token: str) -> User:
+        """The token's user; raise `Unauthorized` for any token that is not valid."""
+        ...
+
+    async def check(self) -> None:
+        """Return when tokens can be verified (signing keys loaded); raise `NotReady` otherwise."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class Backends:
-    """The adapters one app instance runs on; `app.bootstrap` builds them, tests pass fakes."""
+    """The adapters one app instance runs on; `app.bootstrap` builds them, tests pass fakes.
+
+    `repository` and `verifier` left None are built from DATABASE_URL and AUTH_MODE, so tests
+    that fake the outside world still run on a real database.
+    """
 
     store: ImageStore
     vision: VisionModel
     writer: ReportWriter
+    repository: AnalysisRepository | None = None
+    verifier: TokenVerifier | None = None

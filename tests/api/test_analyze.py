@@ -215,13 +215,13 @@ async def test_health_and_readiness(client: httpx.AsyncClient, backends: Backend
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     ready = await client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.json() == {"status": "ready", "checks": {"storage": "ok", "vision": "ok"}}
+    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "storage": "ok", "vision": "ok"}}
 
     store, _, _ = fakes(backends)
     store.ready = False
     not_ready = await client.get("/readyz")
     assert not_ready.status_code == 503
-    assert not_ready.json()["checks"] == {"storage": "not_ready", "vision": "ok"}
+    assert not_ready.json()["checks"] == {"database": "ok", "storage": "not_ready", "vision": "ok"}
     assert not_ready.json()["error"] == "not_ready"
 
 

@@ -86,7 +86,7 @@ async def test_endpoint_model_error_is_a_502(
 async def test_readiness_pings_the_endpoint_and_heads_the_bucket(
     aws_client: httpx.AsyncClient, fake_sagemaker: FakeSageMakerRuntime
 ) -> None:
-    assert (await aws_client.get("/readyz")).json()["checks"] == {"storage": "ok", "vision": "ok"}
+    assert (await aws_client.get("/readyz")).json()["checks"] == {"database": "ok", "storage": "ok", "vision": "ok"}
     fake_sagemaker.ping_status = 503
     not_ready = await aws_client.get("/readyz")
     assert not_ready.status_code == 503

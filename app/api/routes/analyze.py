@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response
 
-from app.api.deps import Analyzer, CurrentUser, ImageUploadDep
+from app.api.deps import Analyzer, IdempotencyKey, ImageUploadDep, RateLimitedUser
 from app.api.uploads import ANALYZE_OPENAPI
 from app.domain.models import AnalysisResponse, ErrorBody
 
@@ -17,9 +17,10 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     for status, text in {
         400: "missing_image, malformed_request",
         401: "unauthorized",
+        409: "idempotency_key_in_use",
         413: "image_too_large",
         415: "unsupported_image",
-        422: "invalid_field",
+        422: "invalid_field, idempotency_key_reused",
         429: "rate_limited",
         502: "vision_model_error, report_writer_error",
         503: "upstream_unavailable",
@@ -29,6 +30,16 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 @router.post("/analyze", response_model=AnalysisResponse, responses=_ERRORS, openapi_extra=ANALYZE_OPENAPI)
-async def analyze(user: CurrentUser, upload: ImageUploadDep, analyzer: Analyzer) -> AnalysisResponse:
-    """Store the photo, describe it with BLIP-2, and write the product report."""
-    return await analyzer.analyze(upload, user_id=user.id)
+async def analyze(
+    user: RateLimitedUser, key: IdempotencyKey, upload: ImageUploadDep, analyzer: Analyzer, response: Response
+) -> AnalysisResponse:
+    """Store the photo, describe it with BLIP-2, and write the product report.
+
+    The same photo and options again within CACHE_TTL_SECONDS answer from the stored result
+    (`"cached": true`); a retry with the same `Idempotency-Key` answers with the first response
+    (header `Idempotent-Replayed: true`).
+    """
+    outcome = await analyzer.analyze(upload, user_id=user.id, idempotency_key=key)
+    if outcome.replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return outcome.response

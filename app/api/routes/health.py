@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.deps import BackendsDep
-from app.api.state import request_id_of
+from app.api.state import request_id_of, verifier_of
 from app.errors import AppError
 
 router = APIRouter(tags=["health"])
@@ -25,7 +25,7 @@ async def healthz() -> dict[str, str]:
 
 @router.get("/readyz", responses={503: {"description": "a dependency is not usable"}})
 async def readyz(request: Request, backends: BackendsDep) -> JSONResponse:
-    """Readiness: 200 only when storage and the vision model are usable, else 503."""
+    """Readiness: 200 only when storage, the vision model, the database and (with auth) the signing keys are usable."""
     checks: dict[str, str] = {}
 
     async def run(name: str, check: Callable[[], Awaitable[None]]) -> None:
@@ -41,6 +41,10 @@ async def readyz(request: Request, backends: BackendsDep) -> JSONResponse:
     async with anyio.create_task_group() as group:
         group.start_soon(run, "storage", backends.store.check)
         group.start_soon(run, "vision", backends.vision.check)
+        if backends.repository is not None:
+            group.start_soon(run, "database", backends.repository.check)
+        if (verifier := verifier_of(request)) is not None:
+            group.start_soon(run, "auth", verifier.check)
     ready = all(value == "ok" for value in checks.values())
     body: dict[str, object] = {"status": "ready" if ready else "not_ready", "checks": dict(sorted(checks.items()))}
     if not ready:
