@@ -16,7 +16,7 @@ MODEL_DIR ?= $(TINY_MODEL)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install run test lint format tiny-model bench clean
+.PHONY: help install run migrate test lint format tiny-model bench clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -37,7 +37,10 @@ tiny-model: $(TINY_MODEL)/config.json ## Build the tiny random-weight BLIP-2 int
 $(TINY_MODEL)/config.json: $(STAMP) model/tiny.py
 	$(PY) -m model.tiny $(TINY_MODEL)
 
-run: install $(if $(filter $(TINY_MODEL),$(MODEL_DIR)),tiny-model) ## Start the service on the embedded defaults on $(HOST):$(PORT)
+migrate: install ## Bring DATABASE_URL's schema to the newest revision (default: SQLite in ./data/app.db)
+	$(BIN)/alembic upgrade head
+
+run: install migrate $(if $(filter $(TINY_MODEL),$(MODEL_DIR)),tiny-model) ## Start the service on the embedded defaults on $(HOST):$(PORT)
 	MODEL_DIR="$(MODEL_DIR)" LOG_FORMAT="$${LOG_FORMAT:-console}" \
 	CORS_ORIGINS="$${CORS_ORIGINS:-http://localhost:*,http://127.0.0.1:*}" \
 	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)

@@ -20,6 +20,7 @@ from app.bootstrap import create_app
 from app.config import Settings
 from app.domain.ports import Backends
 from tests.fakes import FakeStore, FakeVision, FakeWriter
+from tests.postgres import postgres_server  # noqa: F401  (a session fixture: PostgreSQL for the tests that need it)
 
 _FOLDER_MARKS = {"unit": "unit", "api": "api", "adapters": "adapters", "model": "model"}
 

@@ -10,6 +10,7 @@ Both run before the upload is read, so a refused caller costs no upload.
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Final
 
 from fastapi import Depends, Header, Request
@@ -17,9 +18,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.state import rate_limiter_of, settings_of, verifier_of
 from app.domain.models import User
-from app.errors import RateLimited, Unauthorized
+from app.errors import InvalidField, RateLimited, Unauthorized
 
 IDEMPOTENCY_KEY_MAX_CHARS: Final = 255
+_IDEMPOTENCY_KEY: Final = re.compile(rf"[!-~]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}}")
 
 # auto_error=False: a missing header is our 401 with the JSON body, not FastAPI's 403.
 # Declaring it documents the scheme in OpenAPI, so /docs has an "Authorize" button.
@@ -50,10 +52,15 @@ async def idempotency_key(
         str | None,
         Header(
             alias="Idempotency-Key",
-            pattern=rf"^[!-~]{{1,{IDEMPOTENCY_KEY_MAX_CHARS}}}$",
             description="Retrying with the same key within 24 h returns the first response instead of paying again.",
         ),
     ] = None,
 ) -> str | None:
     """The `Idempotency-Key` header: 1 to 255 printable ASCII characters without spaces, or absent."""
+    # Checked here, not by Header(pattern=...): FastAPI collects parameter errors and still runs the
+    # upload dependency, whereas an exception raised here refuses the request before the upload is read.
+    if key is not None and not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InvalidField(
+            f"Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_MAX_CHARS} printable ASCII characters without spaces."
+        )
     return key

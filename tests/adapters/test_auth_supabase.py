@@ -8,91 +8,40 @@ by PyJWT against the wall clock, so tokens are minted relative to `time.time()`.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import hmac
 import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import jwt
 import pytest
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from jwt.algorithms import ECAlgorithm, RSAAlgorithm
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
 from structlog.testing import capture_logs
 
 from app.adapters.auth_supabase import MAX_TOKEN_CHARS, SupabaseVerifier
 from app.domain.models import User
 from app.errors import NotReady, Unauthorized, UpstreamUnavailable
-from tests.loopback import free_port, serving
+from tests.loopback import free_port
+from tests.supabase_fake import (
+    DROP,
+    ISSUER,
+    JWKS_PATH,
+    JWKSServer,
+    Signer,
+    b64url,
+    claims,
+    ec_signer,
+    hand_made,
+    jwks_serving,
+)
 
-ISSUER = "https://test-project.supabase.co/auth/v1"
-JWKS_PATH = "/auth/v1/.well-known/jwks.json"
 SECRET = b"legacy-supabase-jwt-secret-0123456789abcdef"
 UNAVAILABLE = "The sign-in service is unavailable; retry later."
-DROP = object()  # a claim given this value is left out of the token
-
-
-def claims(**overrides: Any) -> dict[str, Any]:
-    """Claims of a valid Supabase access token, with `overrides` applied (DROP removes a claim)."""
-    now = int(time.time())
-    base: dict[str, Any] = {
-        "iss": ISSUER,
-        "sub": str(uuid.uuid4()),
-        "aud": "authenticated",
-        "role": "authenticated",
-        "exp": now + 3600,
-        "iat": now,
-        "session_id": str(uuid.uuid4()),
-    }
-    base.update(overrides)
-    return {name: value for name, value in base.items() if value is not DROP}
-
-
-def b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def hand_made(header: dict[str, Any], payload: dict[str, Any], sign: Callable[[bytes], bytes] | None = None) -> str:
-    """A compact JWS built without PyJWT, which refuses to make the forged ones below."""
-    signing_input = f"{b64url(json.dumps(header).encode())}.{b64url(json.dumps(payload).encode())}"
-    signature = b64url(sign(signing_input.encode())) if sign else ""
-    return f"{signing_input}.{signature}"
-
-
-@dataclass(frozen=True)
-class Signer:
-    kid: str
-    alg: str
-    private_key: Any
-
-    def jwk(self, **extra: Any) -> dict[str, Any]:
-        algorithm = RSAAlgorithm if self.alg == "RS256" else ECAlgorithm
-        data: dict[str, Any] = algorithm.to_jwk(self.private_key.public_key(), as_dict=True)
-        return {**data, "kid": self.kid, "alg": self.alg, "use": "sig", **extra}
-
-    def token(self, payload: dict[str, Any] | None = None, *, kid: str | None = None, **header: Any) -> str:
-        headers = {"kid": kid or self.kid, **header}
-        return jwt.encode(claims() if payload is None else payload, self.private_key, self.alg, headers=headers)
-
-    def public_pem(self) -> bytes:
-        pem: bytes = self.private_key.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-        return pem
-
-
-def ec_signer(kid: str) -> Signer:
-    return Signer(kid, "ES256", ec.generate_private_key(ec.SECP256R1()))
 
 
 @dataclass(frozen=True)
@@ -116,33 +65,9 @@ def hs256(payload: dict[str, Any] | None = None, secret: bytes = SECRET) -> str:
     return jwt.encode(claims() if payload is None else payload, secret, "HS256")
 
 
-@dataclass
-class JWKSServer:
-    """The state behind the loopback JWKS endpoint; tests change it between requests."""
-
-    url: str = ""
-    keys: list[dict[str, Any]] = field(default_factory=list)
-    mode: str = "ok"  # ok | error | garbage | not_an_object | empty
-    fetches: int = 0
-
-    async def endpoint(self, request: Request) -> Response:
-        self.fetches += 1
-        if self.mode == "error":
-            return Response("upstream exploded", status_code=500)
-        if self.mode == "garbage":
-            return Response("<html>not json", media_type="application/json")
-        if self.mode == "not_an_object":
-            return JSONResponse(["keys"])
-        if self.mode == "empty":
-            return JSONResponse({"keys": []})
-        return JSONResponse({"keys": self.keys})
-
-
 @pytest.fixture(scope="module")
 def jwks_server() -> Iterator[JWKSServer]:
-    server = JWKSServer()
-    with serving(Starlette(routes=[Route(JWKS_PATH, server.endpoint)])) as base_url:
-        server.url = base_url + JWKS_PATH
+    with jwks_serving() as server:
         yield server
 
 
