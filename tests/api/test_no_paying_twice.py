@@ -178,7 +178,9 @@ async def test_a_key_older_than_a_day_runs_again(
 
 
 @pytest.mark.parametrize("key", ["", "has space", "ключ", "x" * 256])
-async def test_a_malformed_key_is_422_before_the_upload_is_read(client: httpx.AsyncClient, supabase: Supabase, key: str) -> None:
+async def test_a_malformed_key_is_422_before_the_upload_is_read(
+    client: httpx.AsyncClient, supabase: Supabase, key: str
+) -> None:
     response = await client.post(
         "/analyze",
         files={"image": ("photo.jpg", b"irrelevant", "image/jpeg")},
