@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
 
 from app.bootstrap import create_app
 from app.config import Settings
@@ -51,10 +54,25 @@ def supabase_project() -> Iterator[Supabase]:
         yield Supabase(server, signer)
 
 
-@asynccontextmanager
-async def app_client(settings: Settings, backends: Backends) -> AsyncIterator[httpx.AsyncClient]:
-    """An HTTP client over a fresh app on `settings`, inside its lifespan."""
+def app_for(settings: Settings, backends: Backends, caplog: pytest.LogCaptureFixture | None = None) -> FastAPI:
+    """`create_app`, with pytest's log capture put back on the root logger that `configure_logging` reset."""
     app = create_app(settings, backends=backends)
+    if caplog is not None:
+        logging.getLogger().addHandler(caplog.handler)
+    return app
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
+    """The structlog events the app logged, after our processors (context, redaction), before rendering."""
+    return [record.msg for record in caplog.records if isinstance(record.msg, dict)]
+
+
+@asynccontextmanager
+async def app_client(
+    settings: Settings, backends: Backends, caplog: pytest.LogCaptureFixture | None = None
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client over a fresh app on `settings`, inside its lifespan."""
+    app = app_for(settings, backends, caplog)
     async with LifespanManager(app) as manager:
         transport = httpx.ASGITransport(app=manager.app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from datetime import date, datetime
 from typing import Any
 
+import asyncpg
 from sqlalchemy import Select, and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
@@ -23,6 +24,11 @@ from app.adapters.sql.tables import AnalysisRow, DailyUsageRow
 from app.domain.models import AnalysisOptions, ImageInfo, ProductReport, StoredAnalysis, Timings, VisionResult
 from app.domain.ports import DuplicateIdempotencyKey
 from app.errors import AppError, NotReady, UpstreamTimeout, UpstreamUnavailable
+
+
+# SQLAlchemy wraps the driver's errors on a live connection, but asyncpg's failures while
+# connecting (database gone, password refused, too many connections) come through as they are.
+_DRIVER_CONNECT_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
 
 
 class SqlAnalysisRepository:
@@ -43,7 +49,7 @@ class SqlAnalysisRepository:
             raise UpstreamTimeout("The database did not answer in time.") from exc
         except IntegrityError:
             raise  # a constraint, not an outage: the caller decides
-        except (OperationalError, DBAPIError, OSError) as exc:
+        except (OperationalError, DBAPIError, OSError, *_DRIVER_CONNECT_ERRORS) as exc:
             raise UpstreamUnavailable("The database is unavailable; retry later.") from exc
 
     async def add(self, analysis: StoredAnalysis) -> None:
