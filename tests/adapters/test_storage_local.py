@@ -107,3 +107,22 @@ async def test_check_fails_when_the_root_cannot_be_a_writable_folder(tmp_path: P
 
     with pytest.raises(NotReady):
         await LocalImageStore(tmp_path / root_name).check()
+
+
+async def test_delete_removes_the_file_and_a_missing_one_is_fine(tmp_path: Path) -> None:
+    store = LocalImageStore(tmp_path)
+    await store.put("uploads/u/a.jpg", b"a", "image/jpeg")
+    await store.put("uploads/u/b.jpg", b"b", "image/jpeg")
+
+    await store.delete("uploads/u/a.jpg")
+    await store.delete("uploads/u/a.jpg")  # a retried delete
+
+    assert sorted(p.name for p in (tmp_path / "uploads" / "u").iterdir()) == ["b.jpg"]
+
+
+async def test_delete_refuses_keys_that_could_leave_the_root(tmp_path: Path) -> None:
+    outside = tmp_path / "outside.jpg"
+    outside.write_bytes(b"keep")
+    with pytest.raises(ValueError, match="must be relative"):
+        await LocalImageStore(tmp_path / "root").delete("../outside.jpg")
+    assert outside.exists()

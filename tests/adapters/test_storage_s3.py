@@ -172,3 +172,21 @@ async def test_silent_endpoint_is_a_504(aws_env: None) -> None:
             await S3ImageStore(client, bucket=BUCKET).put(KEY, b"data", "image/jpeg")
 
     assert caught.value.status_code == 504
+
+
+async def test_delete_removes_the_prefixed_object_and_a_missing_key_is_fine(s3: "S3Client") -> None:
+    store = S3ImageStore(s3, bucket=BUCKET, prefix="images")
+    await store.put(KEY, b"data", "image/jpeg")
+    await store.put("uploads/other.jpg", b"other", "image/jpeg")
+
+    await store.delete(KEY)
+    await store.delete(KEY)  # a retried delete
+
+    remaining = [item["Key"] for item in s3.list_objects_v2(Bucket=BUCKET).get("Contents", [])]
+    assert remaining == ["images/uploads/other.jpg"]
+
+
+async def test_delete_in_a_missing_bucket_says_delete(s3: "S3Client") -> None:
+    with pytest.raises(UpstreamError) as caught:
+        await S3ImageStore(s3, bucket="no-such-bucket-here").delete(KEY)
+    assert caught.value.detail == "The image store refused to delete the image."

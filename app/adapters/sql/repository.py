@@ -25,7 +25,6 @@ from app.domain.models import AnalysisOptions, ImageInfo, ProductReport, StoredA
 from app.domain.ports import DuplicateIdempotencyKey
 from app.errors import AppError, NotReady, UpstreamTimeout, UpstreamUnavailable
 
-
 # SQLAlchemy wraps the driver's errors on a live connection, but asyncpg's failures while
 # connecting (database gone, password refused, too many connections) come through as they are.
 _DRIVER_CONNECT_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
