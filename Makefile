@@ -61,6 +61,7 @@ format: install ## Apply ruff's fixes and formatting
 bench: install ## Run the benchmarks under bench/ (writes bench/results/*.json)
 	$(PY) -m bench.preprocess
 	$(PY) -m bench.model
+	$(PY) -m bench.auth_db
 
 clean: ## Remove the virtual environment, caches and local data
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data
