@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 
 from app.domain.models import Analysis, AnalysisPage
 from app.domain.ports import AnalysisRepository, ImageStore
 from app.errors import AnalysisRunning, InvalidField, NotFound
+from app.services.analysis import ABANDONED_AFTER
 
 MAX_PAGE_SIZE = 100
 
@@ -71,7 +72,7 @@ class HistoryService:
         found = await self.repository.get(user_id, parsed)
         if found is None:
             raise NotFound("No such analysis.")
-        if found.status == "running":
-            raise AnalysisRunning()
+        if found.status == "running" and found.created_at > datetime.now(UTC) - ABANDONED_AFTER:
+            raise AnalysisRunning()  # its request would write to a row that is gone
         if await self.repository.delete(user_id, parsed, remove_image=self.store.delete) is None:
             raise NotFound("No such analysis.")  # deleted by a concurrent request

@@ -7,13 +7,18 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 
 import httpx
 import pytest
+from sqlalchemy import update
 
+from app.adapters.sql.engine import build_engine
+from app.adapters.sql.tables import AnalysisRow
 from app.config import Settings
 from app.domain.ports import Backends
 from app.errors import UpstreamUnavailable
+from app.services.analysis import ABANDONED_AFTER
 from tests.api.accounts import OTHER_PHOTO, Supabase, app_client, post_photo, supabase_project
 from tests.dbs import sqlite_and_postgresql  # noqa: F401
 from tests.fakes import FakeStore
@@ -196,3 +201,24 @@ async def test_a_failed_analysis_is_kept_with_its_error(
     assert failed["report"] is None
     # A finished failure may be deleted like any other analysis.
     assert (await client.delete(f"/analyses/{failed['id']}", headers=supabase.auth(ALICE))).status_code == 204
+
+
+async def test_a_running_analysis_cannot_be_deleted_until_it_is_abandoned(
+    client: httpx.AsyncClient, supabase: Supabase, database_url: str
+) -> None:
+    body = (await post_photo(client, supabase.auth(ALICE))).json()
+    engine = build_engine(database_url)
+    try:
+        # As if the process running it had died: the row stays "running".
+        async with engine.begin() as connection:
+            await connection.execute(update(AnalysisRow).values(status="running"))
+        refused = await client.delete(f"/analyses/{body['id']}", headers=supabase.auth(ALICE))
+        assert refused.status_code == 409
+        assert refused.json()["error"] == "analysis_running"
+
+        created = datetime.fromisoformat(body["created_at"].replace("Z", "+00:00"))
+        async with engine.begin() as connection:
+            await connection.execute(update(AnalysisRow).values(created_at=created - ABANDONED_AFTER))
+        assert (await client.delete(f"/analyses/{body['id']}", headers=supabase.auth(ALICE))).status_code == 204
+    finally:
+        await engine.dispose()
