@@ -3,11 +3,11 @@
     python -m bench.auth_db [--requests 300] [--out bench/results/auth_db.json] [--no-postgres]
 
 Every request goes through the real app (`create_app`, `httpx.ASGITransport` inside
-`asgi_lifespan.LifespanManager`) as a real multipart upload of a small real JPEG (640x480, Pillow),
+`asgi_lifespan.LifespanManager`) as a real multipart upload of a small real JPEG (640x480, `tests.imagegen`),
 so the upload is streamed, sniffed, decoded and re-encoded as in production (in a worker thread,
 as the app does it); only the socket and uvicorn's HTTP parsing are left out, on every line alike.
-The image store, the vision model and the report writer are instant in-memory stand-ins written
-here, so what remains is the service's own work plus what auth and the database add.
+The image store, the vision model and the report writer are the tests' in-memory fakes, which
+answer at once, so what remains is the service's own work plus what auth and the database add.
 The lines, all on one machine, one request at a time:
 
 - baseline:          AUTH_MODE=disabled and a null repository (stores nothing; lookups None, quota
@@ -39,8 +39,9 @@ request per line counts the SQL statements and commits it runs. Finally `Supabas
 alone is timed on a cached ES256 key, an RS256 key and an HS256 secret.
 
 Prints a table and writes the figures, the settings and the machine's description as JSON.
-Reuses `tests.supabase_fake` (keys, claims, the loopback JWKS server) and `tests.postgres` (the
-throwaway PostgreSQL server); everything else it needs is in this module.
+Reuses the tests' helpers: `tests.fakes` (instant store, model and writer), `tests.imagegen` (the
+photo), `tests.supabase_fake` (keys, claims, the loopback JWKS server) and `tests.postgres` (the
+throwaway PostgreSQL server); the null repository is in this module.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
@@ -70,16 +71,18 @@ import httpx
 import jwt
 from asgi_lifespan import LifespanManager
 from cryptography.hazmat.primitives.asymmetric import rsa
-from PIL import Image, ImageDraw
+from PIL import Image
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from app.adapters.auth_supabase import SupabaseVerifier
 from app.bootstrap import create_app
 from app.config import Settings
-from app.domain.models import QA, ProductReport, StoredAnalysis, VisionResult
+from app.domain.models import StoredAnalysis
 from app.domain.ports import AnalysisRepository, Backends
 from bench.stats import percentile
+from tests.fakes import FakeStore, FakeVision, FakeWriter
+from tests.imagegen import product_jpeg
 from tests.supabase_fake import JWKSServer, Signer, claims, ec_signer, jwks_serving
 
 DEFAULT_OUT = Path(__file__).parent / "results" / "auth_db.json"
@@ -108,59 +111,7 @@ REPLAY = "replay"
 CACHED = "cached"
 
 
-# -- instant backends ------------------------------------------------------------------------------------------
-
-
-class MemoryStore:
-    """An image store in a dict: `put` is a dict assignment."""
-
-    def __init__(self) -> None:
-        self.objects: dict[str, bytes] = {}
-
-    async def put(self, key: str, data: bytes, content_type: str) -> None:
-        self.objects[key] = data
-
-    async def delete(self, key: str) -> None:
-        self.objects.pop(key, None)
-
-    async def check(self) -> None:
-        return None
-
-
-class InstantVision:
-    """A vision model that answers at once, with one short answer per question."""
-
-    name = "instant-vision"
-
-    async def describe(
-        self,
-        image_jpeg: bytes,
-        questions: Sequence[str],
-        *,
-        caption_max_new_tokens: int,
-        answer_max_new_tokens: int,
-    ) -> VisionResult:
-        answers = [QA(question=question, answer="a red box") for question in questions]
-        return VisionResult(model=self.name, caption="a red box with a white label on a table", answers=answers)
-
-    async def check(self) -> None:
-        return None
-
-
-class InstantWriter:
-    """A report writer that answers at once."""
-
-    name = "instant-writer"
-
-    async def write(self, vision: VisionResult, *, locale: str, hints: str | None) -> ProductReport:
-        return ProductReport(
-            title="Red box with a white label",
-            category="boxes",
-            attributes={"color": "red"},
-            description=vision.caption,
-            tags=["box", "red"],
-            writer=self.name,
-        )
+# -- the service before persistence -----------------------------------------------------------------------
 
 
 class NullRepository:
@@ -208,26 +159,6 @@ if TYPE_CHECKING:
 
 
 # -- inputs ----------------------------------------------------------------------------------------------------
-
-
-def photo(size: tuple[int, int] = (640, 480), *, seed: int = 3) -> bytes:
-    """A small photo-like JPEG: gradient backdrop, a labelled box, a few rings and sensor noise."""
-    width, height = size
-    rng = random.Random(seed)
-    small = Image.new("RGB", (64, 48))
-    small.putdata([(90 + x * 2 + y, 80 + y * 3, 70 + (x + y) % 60) for y in range(48) for x in range(64)])
-    im = small.resize(size, Image.Resampling.BICUBIC)
-    draw = ImageDraw.Draw(im)
-    draw.rounded_rectangle((width * 0.3, height * 0.25, width * 0.7, height * 0.8), radius=16, fill=(150, 20, 30))
-    draw.rectangle((width * 0.38, height * 0.4, width * 0.62, height * 0.55), fill=(240, 230, 210))
-    for _ in range(8):
-        x, y, r = rng.randrange(width), rng.randrange(height), rng.randrange(10, 60)
-        colour = (rng.randrange(256), rng.randrange(256), rng.randrange(256))
-        draw.ellipse((x - r, y - r, x + r, y + r), outline=colour, width=max(1, r // 8))
-    im = Image.blend(im, Image.effect_noise(size, 40).convert("RGB"), 0.12)
-    buffer = BytesIO()
-    im.save(buffer, "JPEG", quality=88)
-    return buffer.getvalue()
 
 
 def rsa_signer(kid: str) -> Signer:
@@ -431,9 +362,7 @@ async def measure(plan: Plan) -> tuple[list[Line], dict[str, Any]]:
     async with AsyncExitStack() as stack:
 
         async def client_for(name: str, settings: Settings, repository: AnalysisRepository | None) -> httpx.AsyncClient:
-            backends = Backends(
-                store=MemoryStore(), vision=InstantVision(), writer=InstantWriter(), repository=repository
-            )
+            backends = Backends(store=FakeStore(), vision=FakeVision(), writer=FakeWriter(), repository=repository)
             app = create_app(settings, backends=backends)
             manager = await stack.enter_async_context(LifespanManager(app))
             transport = httpx.ASGITransport(app=manager.app)
@@ -568,7 +497,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     started = time.perf_counter()
     app_signer, rsa_key = ec_signer("bench-es256"), rsa_signer("bench-rs256")
-    image = photo()
+    image = product_jpeg((640, 480), quality=88)
     width, height = Image.open(BytesIO(image)).size
     loop_factory, loop_name = event_loop_factory()
     with ExitStack() as stack:

@@ -28,13 +28,14 @@ import httpx
 import jwt
 import structlog
 
+from app.config import JWT_ALGORITHMS
 from app.domain.models import User
 from app.errors import NotReady, Unauthorized, UpstreamUnavailable
 
 log = structlog.stdlib.get_logger(__name__)
 
-ASYMMETRIC_ALGORITHMS = frozenset({"ES256", "RS256", "EdDSA"})
-SUPPORTED_ALGORITHMS = ASYMMETRIC_ALGORITHMS | {"HS256"}
+SUPPORTED_ALGORITHMS = frozenset(JWT_ALGORITHMS)
+ASYMMETRIC_ALGORITHMS = SUPPORTED_ALGORITHMS - {"HS256"}
 
 # Supabase access tokens are about 1 KB; anything far larger is refused before it is parsed.
 MAX_TOKEN_CHARS = 8192
@@ -69,8 +70,6 @@ class _FetchFailed(Exception):
 
 class SupabaseVerifier:
     """Turn a Supabase access token into the `User` it speaks for, or refuse it."""
-
-    name = "supabase"
 
     def __init__(
         self,
@@ -119,7 +118,7 @@ class SupabaseVerifier:
         self._inflight: asyncio.Task[None] | None = None  # the one JWKS fetch running; everyone else awaits it
 
     async def verify(self, token: str) -> User:
-        """Return the principal of a valid token; raise `Unauthorized` for any problem with it."""
+        """Return the user of a valid token; raise `Unauthorized` for any problem with it."""
         try:
             return await self._verify(token)
         except _Rejected as exc:

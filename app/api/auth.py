@@ -16,7 +16,7 @@ from typing import Annotated, Final
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.state import rate_limiter_of, settings_of, verifier_of
+from app.api.state import backends_of, rate_limiter_of, settings_of
 from app.domain.models import User
 from app.errors import InvalidField, RateLimited, Unauthorized
 
@@ -31,7 +31,7 @@ BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bear
 
 async def current_user(request: Request, credentials: BearerCredentials) -> User:
     """The caller; 401 `unauthorized` for a missing, malformed or invalid token."""
-    verifier = verifier_of(request)
+    verifier = backends_of(request).verifier
     if verifier is None:
         return User(id=settings_of(request).local_user_id)
     if credentials is None or not credentials.credentials or " " in credentials.credentials.strip():

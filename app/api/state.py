@@ -10,7 +10,7 @@ if TYPE_CHECKING:
     from anyio import CapacityLimiter
 
     from app.config import Settings
-    from app.domain.ports import Backends, TokenVerifier
+    from app.domain.ports import Backends
     from app.services.analysis import AnalysisService
     from app.services.history import HistoryService
     from app.services.ratelimit import RateLimiter
@@ -30,11 +30,6 @@ def analyzer_of(request: Request) -> AnalysisService:
 
 def history_of(request: Request) -> HistoryService:
     return cast("HistoryService", request.state.history)
-
-
-def verifier_of(request: Request) -> TokenVerifier | None:
-    """The token verifier, or None when AUTH_MODE=disabled."""
-    return cast("TokenVerifier | None", request.state.verifier)
 
 
 def rate_limiter_of(request: Request) -> RateLimiter | None:

@@ -20,9 +20,11 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+import structlog
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from structlog.testing import capture_logs
 
+from app.adapters import auth_supabase
 from app.adapters.auth_supabase import MAX_TOKEN_CHARS, SupabaseVerifier
 from app.domain.models import User
 from app.errors import NotReady, Unauthorized, UpstreamUnavailable
@@ -49,6 +51,13 @@ class Keys:
     ec: Signer
     rsa: Signer
     impostor: Signer  # another EC key that claims the kid of `ec`
+
+
+@pytest.fixture(autouse=True)
+def fresh_logger(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A logger proxy not yet bound, so `capture_logs` sees its events even after an earlier test built the
+    app, whose logging configuration caches each logger on first use."""
+    monkeypatch.setattr(auth_supabase, "log", structlog.stdlib.get_logger(auth_supabase.__name__))
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,10 @@
-"""Signed-in users for API tests: Supabase's JWKS on loopback, ES256 access tokens, settings that use them."""
+"""Helpers for API tests: signed-in users (Supabase's JWKS on loopback, ES256 access tokens, settings
+that use them), an app client on given settings, and the app's captured log events."""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from app.bootstrap import create_app
 from app.config import Settings
 from app.domain.ports import Backends
 from tests.imagegen import product_jpeg
-from tests.supabase_fake import JWKSServer, Signer, claims, ec_signer, jwks_serving
+from tests.supabase_fake import JWKSServer, Signer, claims
 
 PHOTO = product_jpeg((800, 600))
 OTHER_PHOTO = product_jpeg((800, 600), seed=11)
@@ -45,13 +46,6 @@ class Supabase:
         return Settings.model_validate(
             base.model_dump() | {"auth_mode": "supabase", "supabase_url": self.url} | overrides
         )
-
-
-def supabase_project() -> Iterator[Supabase]:
-    """Body of a fixture: one project with one signing key, served for the fixture's scope."""
-    signer = ec_signer("project-key-1")
-    with jwks_serving(signer) as server:
-        yield Supabase(server, signer)
 
 
 def app_for(settings: Settings, backends: Backends, caplog: pytest.LogCaptureFixture | None = None) -> FastAPI:

@@ -20,15 +20,11 @@ from app.bootstrap import create_app
 from app.config import DEFAULT_QUESTIONS, ConfigError, Settings
 from app.domain.ports import Backends
 from app.errors import ReportWriterError, UpstreamTimeout, UpstreamUnavailable, VisionModelError
+from tests.api.accounts import logged
 from tests.fakes import FakeStore, FakeVision, FakeWriter
 from tests.imagegen import product_jpeg
 
 PHOTO = product_jpeg((800, 600))
-
-
-def events(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    """The structlog events the app logged, after our processors (context, redaction), before rendering."""
-    return [record.msg for record in caplog.records if isinstance(record.msg, dict)]
 
 
 async def analyze(client: httpx.AsyncClient, **data: Any) -> httpx.Response:
@@ -158,7 +154,7 @@ async def test_an_unexpected_error_is_a_generic_500_with_the_traceback_logged(
     }
     assert "secret internal state" not in response.text
     assert response.headers["x-request-id"] == "boom-1"
-    unhandled = [entry for entry in events(caplog) if entry["event"] == "unhandled_error"]
+    unhandled = [entry for entry in logged(caplog) if entry["event"] == "unhandled_error"]
     assert len(unhandled) == 1
     assert unhandled[0]["level"] == "error"
     assert unhandled[0]["request_id"] == "boom-1"
@@ -180,7 +176,7 @@ async def test_one_canonical_log_line_per_request_without_secrets(
         headers={"Authorization": "Bearer eyJ.secret.token", "X-Request-ID": "log-1"},
     )
     assert response.status_code == 200
-    logs = events(caplog)
+    logs = logged(caplog)
     lines = [entry for entry in logs if entry["event"] == "request"]
     assert len(lines) == 1
     line = lines[0]

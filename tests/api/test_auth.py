@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -19,18 +18,13 @@ from asgi_lifespan import LifespanManager
 from app.bootstrap import create_app
 from app.config import ConfigError, Settings
 from app.domain.ports import Backends
-from tests.api.accounts import Supabase, app_client, app_for, logged, post_photo, supabase_project
+from tests.api.accounts import Supabase, app_client, app_for, logged, post_photo
 from tests.loopback import free_port
 from tests.postgres import PostgresServer, migrated_url
 from tests.supabase_fake import claims, ec_signer
 
 ALICE = str(uuid.uuid4())
 SECRET = "legacy-jwt-secret-for-tests-0123456789"
-
-
-@pytest.fixture(scope="module")
-def supabase() -> Iterator[Supabase]:
-    yield from supabase_project()
 
 
 def assert_unauthorized(response: httpx.Response) -> None:

@@ -7,28 +7,21 @@ test runs on SQLite and on PostgreSQL.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime
 
 import anyio
 import httpx
-import pytest
 
 from app.config import Settings
 from app.domain.ports import Backends
 from app.errors import VisionModelError
 from app.services.analysis import seconds_to_midnight
-from tests.api.accounts import OTHER_PHOTO, Supabase, app_client, post_photo, supabase_project
+from tests.api.accounts import OTHER_PHOTO, Supabase, app_client, post_photo
 from tests.dbs import sqlite_and_postgresql  # noqa: F401
 from tests.fakes import FakeStore, FakeVision, FakeWriter
 
 ALICE = str(uuid.uuid4())
 BOB = str(uuid.uuid4())
-
-
-@pytest.fixture(scope="module")
-def supabase() -> Iterator[Supabase]:
-    yield from supabase_project()
 
 
 def assert_rate_limited(response: httpx.Response) -> int:

@@ -6,7 +6,7 @@ Every test runs on SQLite and on PostgreSQL, with Supabase auth (ES256 tokens, l
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import anyio
@@ -19,17 +19,12 @@ from app.adapters.sql.tables import AnalysisRow
 from app.config import Settings
 from app.domain.ports import Backends
 from app.errors import VisionModelError
-from tests.api.accounts import OTHER_PHOTO, Supabase, app_client, post_photo, supabase_project
+from tests.api.accounts import OTHER_PHOTO, Supabase, app_client, post_photo
 from tests.dbs import sqlite_and_postgresql  # noqa: F401
 from tests.fakes import FakeVision, FakeWriter
 
 ALICE = str(uuid.uuid4())
 BOB = str(uuid.uuid4())
-
-
-@pytest.fixture(scope="module")
-def supabase() -> Iterator[Supabase]:
-    yield from supabase_project()
 
 
 @pytest.fixture

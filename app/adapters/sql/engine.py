@@ -11,16 +11,24 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import event
 from sqlalchemy.engine import URL, Connection, make_url
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from app.config import ConfigError
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+# Failures to reach the database that SQLAlchemy does not wrap: it wraps the driver's errors on a
+# live connection, but asyncpg's while connecting (database gone, password refused, too many
+# connections) and the socket's own come through as they are.
+UNREACHABLE: tuple[type[Exception], ...] = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+_CANNOT_CONNECT: tuple[type[Exception], ...] = (SQLAlchemyError, TimeoutError, *UNREACHABLE)
 
 
 def build_engine(url: str | URL, *, timeout_s: float = 5.0, pool_size: int = 5) -> AsyncEngine:
@@ -69,14 +77,18 @@ def alembic_config(url: str | URL | None = None) -> Config:
 
 
 async def check_schema(engine: AsyncEngine) -> None:
-    """Raise `ConfigError` unless the database is migrated to the newest revision this code knows."""
+    """Raise `ConfigError` unless the database answers and is migrated to the newest revision this code knows."""
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
 
     def current(connection: Connection) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
-    async with engine.connect() as connection:
-        revision = await connection.run_sync(current)
+    try:
+        async with engine.connect() as connection:
+            revision = await connection.run_sync(current)
+    except _CANNOT_CONNECT as exc:
+        where = engine.url.render_as_string(hide_password=True)
+        raise ConfigError(f"Cannot reach the database at {where} ({type(exc).__name__}).") from exc
     if revision != head:
         raise ConfigError(
             f"The database is at schema revision {revision or 'none'}, this code needs {head}: "

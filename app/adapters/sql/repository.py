@@ -13,21 +13,19 @@ from contextlib import asynccontextmanager
 from datetime import date, datetime
 from typing import Any
 
-import asyncpg
 from sqlalchemy import Select, and_, delete, func, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from app.adapters.sql.engine import UNREACHABLE
 from app.adapters.sql.tables import AnalysisRow, DailyUsageRow
 from app.domain.models import AnalysisOptions, ImageInfo, ProductReport, StoredAnalysis, Timings, VisionResult
 from app.domain.ports import DuplicateIdempotencyKey
 from app.errors import AppError, NotReady, UpstreamTimeout, UpstreamUnavailable
 
-# SQLAlchemy wraps the driver's errors on a live connection, but asyncpg's failures while
-# connecting (database gone, password refused, too many connections) come through as they are.
-_DRIVER_CONNECT_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError)
+_OUTAGE: tuple[type[Exception], ...] = (OperationalError, DBAPIError, *UNREACHABLE)
 
 
 class SqlAnalysisRepository:
@@ -42,13 +40,11 @@ class SqlAnalysisRepository:
         try:
             async with self._sessions() as session:
                 yield session
-        except AppError:
-            raise
         except (PoolTimeout, TimeoutError) as exc:
             raise UpstreamTimeout("The database did not answer in time.") from exc
         except IntegrityError:
             raise  # a constraint, not an outage: the caller decides
-        except (OperationalError, DBAPIError, OSError, *_DRIVER_CONNECT_ERRORS) as exc:
+        except _OUTAGE as exc:
             raise UpstreamUnavailable("The database is unavailable; retry later.") from exc
 
     async def add(self, analysis: StoredAnalysis) -> None:

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from app.api.deps import BackendsDep
-from app.api.state import request_id_of, verifier_of
+from app.api.state import request_id_of
 from app.errors import AppError
 
 router = APIRouter(tags=["health"])
@@ -43,8 +43,8 @@ async def readyz(request: Request, backends: BackendsDep) -> JSONResponse:
         group.start_soon(run, "vision", backends.vision.check)
         if backends.repository is not None:
             group.start_soon(run, "database", backends.repository.check)
-        if (verifier := verifier_of(request)) is not None:
-            group.start_soon(run, "auth", verifier.check)
+        if backends.verifier is not None:
+            group.start_soon(run, "auth", backends.verifier.check)
     ready = all(value == "ok" for value in checks.values())
     body: dict[str, object] = {"status": "ready" if ready else "not_ready", "checks": dict(sorted(checks.items()))}
     if not ready:
