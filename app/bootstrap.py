@@ -11,26 +11,41 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api.routes import analyses, analyze, health
+from app.api.routes import analyses, analyze, edge_logs, health
 from app.config import ConfigError, Settings
-from app.domain.ports import AnalysisRepository, Backends, ImageStore, ReportWriter, TokenVerifier, VisionModel
+from app.domain.ports import (
+    AnalysisRepository,
+    Analytics,
+    Backends,
+    ImageStore,
+    LogDestination,
+    ReportWriter,
+    TokenVerifier,
+    VisionModel,
+)
 from app.errors import AppError
 from app.errors_http import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
 from app.services.analysis import AnalysisService, Limits, VisionOptions
 from app.services.history import HistoryService
+from app.services.latency import LatencyMonitor
+from app.services.monitoring import RequestMonitor
 from app.services.ratelimit import RateLimiter
+
+if TYPE_CHECKING:
+    from app.services.edge_logs import EdgeLogShipper
 
 log = structlog.get_logger("app")
 
@@ -71,6 +86,18 @@ def create_app(settings: Settings | None = None, *, backends: Backends | None = 
                 ),
                 limits=Limits(cache_ttl_s=settings.cache_ttl_seconds, daily_quota=settings.daily_quota),
             )
+            salt = settings.posthog_id_salt
+            monitor = RequestMonitor(
+                latency=LatencyMonitor(
+                    slo_ms=settings.latency_slo_ms,
+                    window_s=settings.latency_window_seconds,
+                    min_samples=settings.latency_min_samples,
+                ),
+                analytics=await _build_analytics(settings, stack),
+                id_salt=salt.get_secret_value().encode() if salt else b"",
+                instance=socket.gethostname(),
+            )
+            edge_shipper = await _build_edge_shipper(settings, stack)
             if settings.auth_mode == "disabled":
                 log.warning("auth_disabled", user_id=settings.local_user_id)
             log.info(
@@ -79,6 +106,8 @@ def create_app(settings: Settings | None = None, *, backends: Backends | None = 
                 vision=built.vision.name,
                 writer=built.writer.name,
                 environment=settings.environment,
+                posthog=monitor.analytics is not None,
+                edge_logs=edge_shipper.destination.name if edge_shipper else None,
             )
             yield {
                 "settings": settings,
@@ -88,6 +117,8 @@ def create_app(settings: Settings | None = None, *, backends: Backends | None = 
                 "rate_limiter": RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None,
                 # Decoding a 40 MP photo takes ~150 MB; bound how many run at once.
                 "image_limiter": anyio.CapacityLimiter(max(2, os.cpu_count() or 2)),
+                "monitor": monitor,
+                "edge_shipper": edge_shipper,
             }
             log.info("stopping")
 
@@ -107,10 +138,14 @@ def create_app(settings: Settings | None = None, *, backends: Backends | None = 
             expose_headers=["X-Request-ID", "Retry-After"],
             max_age=600,
         )
-    app.add_middleware(RequestContextMiddleware)  # added last: outermost, sees every response
+    # Added last: outermost, sees every response. The EMF block is for CloudWatch, which reads JSON lines only.
+    app.add_middleware(
+        RequestContextMiddleware, metrics_namespace=settings.metrics_namespace if settings.log_format == "json" else ""
+    )
     app.include_router(health.router)
     app.include_router(analyze.router)
     app.include_router(analyses.router)
+    app.include_router(edge_logs.router)
     return app
 
 
@@ -168,6 +203,43 @@ async def _build_verifier(settings: Settings, stack: AsyncExitStack) -> TokenVer
             log.warning("jwks_unavailable_at_startup", error=exc.code)
         return verifier
     raise ConfigError(f"Unknown AUTH_MODE={settings.auth_mode!r}; use disabled or supabase.")
+
+
+async def _build_analytics(settings: Settings, stack: AsyncExitStack) -> Analytics | None:
+    """PostHog when POSTHOG_API_KEY is set; none otherwise (no client, no thread, no cost)."""
+    if settings.posthog_api_key is None:
+        return None
+    from app.adapters.analytics_posthog import build_posthog
+
+    analytics = build_posthog(settings)
+    stack.push_async_callback(lambda: anyio.to_thread.run_sync(analytics.close))  # flushes; blocks, so off the loop
+    return analytics
+
+
+async def _build_edge_shipper(settings: Settings, stack: AsyncExitStack) -> EdgeLogShipper | None:
+    """The shipper behind POST /v1/logs/edge: to EDGE_LOG_GROUP, or to this service's own log without one."""
+    if settings.edge_log_token is None:
+        return None
+    destination: LogDestination
+    if settings.edge_log_group:
+        from app.adapters.aws import build_logs_client
+        from app.adapters.logs_cloudwatch import CloudWatchLogsDestination, default_stream_name
+
+        client = build_logs_client(settings)
+        stack.callback(client.close)
+        destination = CloudWatchLogsDestination(
+            client, group=settings.edge_log_group, stream=settings.edge_log_stream or default_stream_name()
+        )
+    else:
+        from app.adapters.logs_local import LocalLogDestination
+
+        destination = LocalLogDestination()
+    from app.services.edge_logs import EdgeLogShipper
+
+    shipper = EdgeLogShipper(
+        destination, max_queue=settings.edge_log_queue_max, flush_interval_s=settings.edge_log_flush_seconds
+    )
+    return await stack.enter_async_context(shipper)
 
 
 async def _build_store(settings: Settings, stack: AsyncExitStack) -> ImageStore:

@@ -9,7 +9,9 @@
     │   ├── IdempotencyKeyInUse 409 idempotency_key_in_use   (Retry-After; the first request still runs)
     │   └── AnalysisRunning     409 analysis_running
     ├── ImageTooLarge           413 image_too_large
+    ├── PayloadTooLarge         413 payload_too_large
     ├── UnsupportedImage        415 unsupported_image
+    ├── UnsupportedMediaType    415 unsupported_media_type
     ├── InvalidField            422 invalid_field
     │   └── IdempotencyKeyReused 422 idempotency_key_reused  (the same key with another request)
     ├── RateLimited             429 rate_limited        (Retry-After)
@@ -94,6 +96,18 @@ class ImageTooLarge(AppError):
     status_code = 413
     code = "image_too_large"
     detail = "The image is too large."
+
+
+class PayloadTooLarge(AppError):
+    status_code = 413
+    code = "payload_too_large"
+    detail = "The request body is too large."
+
+
+class UnsupportedMediaType(AppError):
+    status_code = 415
+    code = "unsupported_media_type"
+    detail = "Send the body as application/json."
 
 
 class UnsupportedImage(AppError):

@@ -3,6 +3,10 @@
 It sits outside FastAPI's exception handling, so it sees the final status of every request,
 including the ones our handlers in `app.errors_http` rendered. An exception that escapes
 everything is logged with its traceback here and answered with the generic 500 body.
+
+The canonical line carries the request's CloudWatch metrics as an embedded metric format
+block (`app.metrics`), and once it is written the request goes to the lifespan's
+`RequestMonitor` (PostHog events, the latency SLO) when there is one.
 """
 
 from __future__ import annotations
@@ -15,9 +19,12 @@ from typing import Any
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.api.state import USER_ID_SCOPE_KEY
 from app.errors import AppError
 from app.errors_http import error_response
 from app.logging import start_canonical
+from app.metrics import emf_fields
+from app.services.monitoring import RequestMonitor, RequestRecord
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 log = structlog.get_logger("app.request")
@@ -37,8 +44,9 @@ def request_id_from(scope: Scope) -> str:
 class RequestContextMiddleware:
     """Bind the request id, echo it as a header, and log one canonical line per request."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, *, metrics_namespace: str = "") -> None:
         self.app = app
+        self.metrics_namespace = metrics_namespace
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,15 +79,41 @@ class RequestContextMiddleware:
             else:  # the body was half sent; nothing to do but let the server drop the connection
                 raise exc from None
         finally:
-            route = scope.get("route")
-            log_fields: dict[str, Any] = {
-                "method": scope.get("method"),
-                "path": scope.get("path"),
-                "route": getattr(route, "path", None),
-                "status": status,
-                "duration_ms": round((time.perf_counter() - started) * 1000, 2),
-                **fields,
-            }
-            level = "error" if status >= 500 else "warning" if status >= 400 else "info"
-            getattr(log, level)("request", **log_fields)
+            duration_ms = (time.perf_counter() - started) * 1000
+            state = scope.get("state", {})
+            record = RequestRecord(
+                method=scope.get("method"),
+                route=getattr(scope.get("route"), "path", None),
+                status=status,
+                duration_ms=duration_ms,
+                request_id=request_id,
+                user_id=scope.get(USER_ID_SCOPE_KEY),
+                fields=fields,
+            )
+            self._log(scope, record)
             structlog.contextvars.unbind_contextvars("request_id")
+            monitor: RequestMonitor | None = state.get("monitor")
+            if monitor is not None:
+                monitor.finished(record)
+
+    def _log(self, scope: Scope, record: RequestRecord) -> None:
+        log_fields: dict[str, Any] = {
+            "method": record.method,
+            "path": scope.get("path"),
+            "route": record.route,
+            "status": record.status,
+            "duration_ms": round(record.duration_ms, 2),
+            **record.fields,
+        }
+        if self.metrics_namespace:
+            log_fields |= emf_fields(
+                namespace=self.metrics_namespace,
+                route=record.route,
+                status=record.status,
+                duration_ms=record.duration_ms,
+                timings=record.model_timings(),
+                error=record.fields.get("error"),
+                timestamp_ms=time.time_ns() // 1_000_000,
+            )
+        level = "error" if record.status >= 500 else "warning" if record.status >= 400 else "info"
+        getattr(log, level)("request", **log_fields)

@@ -16,7 +16,7 @@ from typing import Annotated, Final
 from fastapi import Depends, Header, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from app.api.state import backends_of, rate_limiter_of, settings_of
+from app.api.state import USER_ID_SCOPE_KEY, backends_of, rate_limiter_of, settings_of
 from app.domain.models import User
 from app.errors import InvalidField, RateLimited, Unauthorized
 
@@ -30,13 +30,20 @@ BearerCredentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bear
 
 
 async def current_user(request: Request, credentials: BearerCredentials) -> User:
-    """The caller; 401 `unauthorized` for a missing, malformed or invalid token."""
+    """The caller; 401 `unauthorized` for a missing, malformed or invalid token.
+
+    The user id is left in the request's scope for the monitor (`app.services.monitoring`),
+    which hashes it before anything leaves the process.
+    """
     verifier = backends_of(request).verifier
     if verifier is None:
-        return User(id=settings_of(request).local_user_id)
-    if credentials is None or not credentials.credentials or " " in credentials.credentials.strip():
+        user = User(id=settings_of(request).local_user_id)
+    elif credentials is None or not credentials.credentials or " " in credentials.credentials.strip():
         raise Unauthorized()
-    return await verifier.verify(credentials.credentials.strip())
+    else:
+        user = await verifier.verify(credentials.credentials.strip())
+    request.scope[USER_ID_SCOPE_KEY] = user.id
+    return user
 
 
 async def rate_limited_user(request: Request, user: Annotated[User, Depends(current_user)]) -> User:

@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from app.config import Settings
     from app.domain.ports import Backends
     from app.services.analysis import AnalysisService
+    from app.services.edge_logs import EdgeLogShipper
     from app.services.history import HistoryService
     from app.services.ratelimit import RateLimiter
 
@@ -37,6 +38,10 @@ def rate_limiter_of(request: Request) -> RateLimiter | None:
     return cast("RateLimiter | None", request.state.rate_limiter)
 
 
+# The caller's id, for the monitor; in the request's own scope, since lifespan state may be shared.
+USER_ID_SCOPE_KEY = "product_analyzer.user_id"
+
+
 def request_id_of(request: Request) -> str:
     """The id `app.middleware` gave this request (empty outside the middleware)."""
     return str(request.scope.get("state", {}).get("request_id", ""))
@@ -45,3 +50,8 @@ def request_id_of(request: Request) -> str:
 def image_limiter_of(request: Request) -> CapacityLimiter:
     """Bounds how many uploads are decoded at once, so a burst of big photos cannot exhaust memory."""
     return cast("CapacityLimiter", request.state.image_limiter)
+
+
+def edge_shipper_of(request: Request) -> EdgeLogShipper | None:
+    """The Edge Function log shipper, or None when EDGE_LOG_TOKEN is not set."""
+    return cast("EdgeLogShipper | None", request.state.edge_shipper)

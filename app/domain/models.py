@@ -235,3 +235,10 @@ class ErrorBody(BaseModel):
     error: str
     detail: str
     request_id: str
+
+
+class EdgeLogsAccepted(BaseModel):
+    """The `202` body of `POST /v1/logs/edge`: queued for CloudWatch, and how many older ones made room."""
+
+    accepted: int
+    dropped: int = Field(description="Events dropped from the full queue (the oldest) to take these.")
