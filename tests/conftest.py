@@ -22,7 +22,7 @@ from app.domain.ports import Backends
 from tests.fakes import FakeStore, FakeVision, FakeWriter
 from tests.postgres import postgres_server  # noqa: F401  (a session fixture: PostgreSQL for the tests that need it)
 
-_FOLDER_MARKS = {"unit": "unit", "api": "api", "adapters": "adapters", "model": "model"}
+_FOLDER_MARKS = {"unit": "unit", "api": "api", "adapters": "adapters", "model": "model", "ops": "ops", "infra": "infra"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
