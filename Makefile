@@ -52,11 +52,11 @@ run: install migrate $(if $(filter $(TINY_MODEL),$(MODEL_DIR)),tiny-model) ## St
 test: install node_modules/.package-lock.json ## Run the test suite
 	$(BIN)/pytest
 
-lint: install ## ruff, mypy --strict on app/ and model/, hadolint on the Dockerfiles
+lint: install ## ruff, mypy --strict on app/ and model/, hadolint on Dockerfile and docker/*.Dockerfile
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/hadolint docker/*.Dockerfile
+	$(BIN)/hadolint Dockerfile docker/*.Dockerfile
 
 format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .

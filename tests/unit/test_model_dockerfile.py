@@ -4,22 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from pathlib import Path
 
 from model.serve import parse_args
+from tests.dockerfile import copy_sources, instructions
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "docker" / "model.Dockerfile").read_text()
 
 
-def instructions(name: str) -> list[str]:
-    joined = DOCKERFILE.replace("\\\n", " ")
-    return [line.split(None, 1)[1] for line in joined.splitlines() if line.startswith(f"{name} ")]
-
-
 def test_every_copied_file_exists() -> None:
-    sources = [src for copy in instructions("COPY") for src in shlex.split(copy)[:-1]]
+    sources = [src for copy in instructions(DOCKERFILE, "COPY") for src in copy_sources(copy)]
     assert sources
     missing = [src for src in sources if not (ROOT / src).is_file()]
     assert missing == []
@@ -44,19 +39,19 @@ def model_files_needed_by(path: str) -> set[str]:
 
 
 def test_the_server_module_and_everything_it_imports_from_model_are_copied() -> None:
-    copied = {src for copy in instructions("COPY") for src in shlex.split(copy)[:-1]}
+    copied = {src for copy in instructions(DOCKERFILE, "COPY") for src in copy_sources(copy)}
     needed = model_files_needed_by("model/serve.py")
     assert {"model/batching.py", "model/thread.py", "model/code/inference.py"} <= needed
     assert needed - copied == set()
 
 
 def test_cmd_is_a_valid_model_serve_command_line() -> None:
-    (cmd,) = instructions("CMD")
+    (cmd,) = instructions(DOCKERFILE, "CMD")
     argv = json.loads(cmd)
     assert argv[:3] == ["python", "-m", "model.serve"]
     args = parse_args(argv[3:])
     assert (args.host, args.port, args.model_dir) == ("0.0.0.0", 8080, "/opt/ml/model")
-    assert instructions("EXPOSE") == ["8080"]
+    assert instructions(DOCKERFILE, "EXPOSE") == ["8080"]
 
 
 def test_torch_is_pinned_to_the_version_the_makefile_installs() -> None:
