@@ -15,7 +15,7 @@ import socket
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import structlog
@@ -39,13 +39,11 @@ from app.errors_http import install_error_handlers
 from app.logging import configure_logging
 from app.middleware import RequestContextMiddleware
 from app.services.analysis import AnalysisService, Limits, VisionOptions
+from app.services.edge_logs import EdgeLogShipper
 from app.services.history import HistoryService
 from app.services.latency import LatencyMonitor
 from app.services.monitoring import RequestMonitor
 from app.services.ratelimit import RateLimiter
-
-if TYPE_CHECKING:
-    from app.services.edge_logs import EdgeLogShipper
 
 log = structlog.get_logger("app")
 
@@ -234,8 +232,6 @@ async def _build_edge_shipper(settings: Settings, stack: AsyncExitStack) -> Edge
         from app.adapters.logs_local import LocalLogDestination
 
         destination = LocalLogDestination()
-    from app.services.edge_logs import EdgeLogShipper
-
     shipper = EdgeLogShipper(
         destination, max_queue=settings.edge_log_queue_max, flush_interval_s=settings.edge_log_flush_seconds
     )

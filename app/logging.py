@@ -78,9 +78,10 @@ def configure_logging(*, fmt: str = "json", level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level)
-    # Our canonical line replaces uvicorn's access log; botocore is chatty at INFO.
-    for name, lvl in (("uvicorn.access", logging.WARNING), ("botocore", logging.WARNING), ("httpx", logging.WARNING)):
-        logging.getLogger(name).setLevel(lvl)
+    # Our canonical line replaces uvicorn's access log; botocore is chatty at INFO; Pillow's DEBUG
+    # lines print every EXIF tag it reads (camera, GPS), which must never reach a log.
+    for name in ("uvicorn.access", "botocore", "httpx", "PIL"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers = []
         logging.getLogger(name).propagate = True

@@ -14,6 +14,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 if TYPE_CHECKING:
+    from mypy_boto3_logs import CloudWatchLogsClient
     from mypy_boto3_s3 import S3Client
     from mypy_boto3_sagemaker import SageMakerClient
     from mypy_boto3_sagemaker_runtime import SageMakerRuntimeClient
@@ -29,6 +30,10 @@ SAGEMAKER_CONNECT_TIMEOUT_S = 2.0
 # DescribeEndpoint only feeds /readyz, which a load balancer polls with its own short timeout.
 SAGEMAKER_CONTROL_READ_TIMEOUT_S = 3.0
 SAGEMAKER_CONTROL_MAX_ATTEMPTS = 2
+
+LOGS_CONNECT_TIMEOUT_S = 2.0
+# PutLogEvents carries up to 1 MiB; CloudWatch answers it in well under a second when healthy.
+LOGS_READ_TIMEOUT_S = 10.0
 
 # Error codes AWS uses for "slow down"; botocore's standard retry mode treats the same set as throttling.
 THROTTLING_CODES = frozenset(
@@ -84,6 +89,19 @@ def build_sagemaker_client(settings: Settings) -> SageMakerClient:
         retries={"mode": "standard", "total_max_attempts": SAGEMAKER_CONTROL_MAX_ATTEMPTS},
     )
     return boto3.session.Session().client("sagemaker", config=config)
+
+
+def build_logs_client(settings: Settings) -> CloudWatchLogsClient:
+    """Build the CloudWatch Logs client with botocore retries off (the edge log shipper retries itself)."""
+    config = Config(
+        region_name=settings.aws_region,
+        connect_timeout=LOGS_CONNECT_TIMEOUT_S,
+        read_timeout=LOGS_READ_TIMEOUT_S,
+        # One attempt: `EdgeLogShipper` backs off and retries throttling, 5xx and timeouts for as long as
+        # it runs, holding the batch; botocore retrying underneath would only stack a second backoff.
+        retries={"mode": "standard", "total_max_attempts": 1},
+    )
+    return boto3.session.Session().client("logs", config=config)
 
 
 def error_code(exc: ClientError) -> str:
