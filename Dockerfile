@@ -69,11 +69,12 @@ LABEL org.opencontainers.image.title="product-analyzer" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="MIT"
 
-# One process a task: ECS scales tasks, not workers. The ALB is the only peer (its security group),
-# so X-Forwarded-* is trusted from any address. On SIGTERM uvicorn stops accepting, finishes what is
+# One process a task: ECS scales tasks, not workers. X-Forwarded-* is trusted from FORWARDED_ALLOW_IPS,
+# which uvicorn reads when no flag overrides it: any address here (the ALB is the only peer, through
+# its security group), narrowed to the VPC's CIDR by the deploy (infra/). On SIGTERM uvicorn stops accepting, finishes what is
 # in flight for up to 20 s, then exits, within ECS's default stopTimeout of 30 s. Keep-alive outlasts
 # the ALB's 60 s idle timeout, so the ALB, not uvicorn, closes idle connections (no 502 on reuse).
 STOPSIGNAL SIGTERM
-CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8080", \
-     "--proxy-headers", "--forwarded-allow-ips", "*", \
+ENV FORWARDED_ALLOW_IPS="*"
+CMD ["uvicorn", "app.main:app", "--host", "0.0.0.0", "--port", "8080", "--proxy-headers", \
      "--timeout-graceful-shutdown", "20", "--timeout-keep-alive", "65"]

@@ -16,7 +16,7 @@ MODEL_DIR ?= $(TINY_MODEL)
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: help install run migrate test lint format tiny-model bench clean
+.PHONY: help install run migrate test lint format tiny-model bench synth clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ lint: install ## ruff, mypy --strict on app/ and model/, hadolint on Dockerfile 
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile docker/*.Dockerfile
 
+synth: install ## Synthesize the CDK app (infra/) into infra/cdk.out; cdk-nag findings fail it. No AWS account needed
+	cd infra && JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION=20 ../$(PY) app.py
+
 format: install ## Apply ruff's fixes and formatting
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
@@ -69,4 +72,4 @@ bench: install ## Run the benchmarks under bench/ (writes bench/results/*.json)
 	$(PY) -m bench.image_sizes
 
 clean: ## Remove the virtual environment, caches and local data
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data node_modules infra/cdk.out

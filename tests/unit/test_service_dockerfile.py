@@ -125,7 +125,9 @@ def test_cmd_runs_uvicorn_behind_the_alb_and_stops_before_ecs_kills_it() -> None
     assert params["app"] == "app.main:app"
     assert (params["host"], params["port"]) == ("0.0.0.0", 8080)
     assert params["proxy_headers"] is True
-    assert params["forwarded_allow_ips"] == "*"
+    # Not a flag, which would override FORWARDED_ALLOW_IPS: the image trusts any peer, the deploy narrows it.
+    assert params["forwarded_allow_ips"] is None
+    assert dockerfile.env_of(dockerfile.lineage(TEXT, "runtime"))["FORWARDED_ALLOW_IPS"] == "*"
     assert params["workers"] is None
     graceful = params["timeout_graceful_shutdown"]
     assert isinstance(graceful, int)
@@ -160,7 +162,8 @@ def test_image_defaults_are_the_production_backends_and_real_setting_names() -> 
     assert expected.items() <= env.items()
     assert (env["PYTHONDONTWRITEBYTECODE"], env["PYTHONUNBUFFERED"]) == ("1", "1")
     settings_names = {name.upper() for name in Settings.model_fields}
-    app_names = {name for name in env if not name.startswith(("PYTHON", "PIP_", "PATH", "VIRTUAL_ENV"))}
+    not_ours = ("PYTHON", "PIP_", "PATH", "VIRTUAL_ENV", "FORWARDED_ALLOW_IPS")  # the last is uvicorn's
+    app_names = {name for name in env if not name.startswith(not_ours)}
     assert app_names <= settings_names, "a name the service does not read"
     settings = Settings(_env_file=None, **{name.lower(): env[name] for name in app_names})
     assert settings.vision_backend == "sagemaker"

@@ -1,0 +1,1 @@
+"""Constructs, one per concern; the stacks wire them together."""

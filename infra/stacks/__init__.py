@@ -1,0 +1,1 @@
+"""Stacks: one per deployable unit (registry, environment, GitHub OIDC)."""
