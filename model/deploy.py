@@ -7,12 +7,33 @@
          [--max-concurrent-invocations-per-instance 1] [--min-instances 0] [--max-instances 2]
          [--backlog-target 2]]
 
-What gets created, in that order (SageMaker API names):
+What gets created, in that order (SageMaker API names), when no endpoint of that name exists:
   Model           `blip2-endpoint-<timestamp>`: AWS's PyTorch inference GPU image and our tarball from
                   `python -m model.package` (weights at the root, `code/inference.py` and
                   `code/requirements.txt`); the container installs the requirements and imports the handler.
   EndpointConfig  named like the endpoint: one variant `AllTraffic` on `--instance-type`.
   Endpoint        `blip2-endpoint`, waited for until InService (unless --no-wait).
+
+When the endpoint exists (DescribeEndpoint finds it: every deploy after the first, as the CD
+pipeline runs this on each change to model/), it is updated in place, with no downtime:
+  Model           a new `blip2-endpoint-<timestamp>`, made exactly as above.
+  EndpointConfig  a new one, named like that model, with the same variant settings as above
+                  (instance type and count, volume KMS key, start-up timeouts, the async config).
+  UpdateEndpoint  SageMaker starts instances on the new config, moves traffic to them once they
+                  pass the health check, then retires the old ones (blue/green). If the new ones
+                  fail, it rolls back: the endpoint is InService again on the old config, with a
+                  FailureReason; that is reported as a failure (exit 1) with SageMaker's reason.
+  (--async)       autoscaling registered again, as for a new endpoint: every call is an upsert.
+Only an InService endpoint is updated. One that is Creating, Updating, SystemUpdating or
+RollingBack is refused (wait for it to settle, then run again), and so is a Failed one
+(SageMaker allows nothing but DeleteEndpoint on it) or one in any other state.
+Nothing is deleted: the replaced endpoint config and its model stay in the account (SageMaker
+keeps both until someone deletes them; only instances are billed), because rolling back by hand
+is `aws sagemaker update-endpoint --endpoint-name NAME --endpoint-config-name OLD`. The summary
+names the replaced config. One left behind is named like the endpoint: if the endpoint is ever
+deleted, delete that config too before creating the endpoint again, or CreateEndpointConfig fails.
+An update cannot change the instance type of an async endpoint's variant while autoscaling is
+registered on it (AWS refuses it): deregister the scalable target first.
 
 Real-time (the default) answers `InvokeEndpoint` within SageMaker's 60 s limit and keeps its
 instances running, and billed, around the clock: the right shape for the app's synchronous
@@ -30,8 +51,11 @@ Auto Scaling on the variant, AWS's documented scale-to-zero pattern:
 
 `--dry-run` runs exactly the same code with every AWS call answered inside the process (a
 botocore `before-call` handler, the hook `botocore.stub.Stubber` uses), then prints each call
-the SDK and this module would have made, one `service.Operation {params}` line each. It needs
-no credentials and sends nothing.
+the SDK and this module would have made, one `service.Operation {params}` line each. To plan the
+path that applies, it first reads the endpoint for real (one DescribeEndpoint, with the caller's
+credentials: sagemaker:DescribeEndpoint is all it needs) and answers the run's own DescribeEndpoint
+calls from what it read; it sends nothing else. Without credentials it reads nothing and plans a
+new endpoint, and its first line says so.
 
 Exit status: 0 done, 1 AWS refused or the endpoint failed, 2 the arguments were refused.
 """
@@ -46,6 +70,7 @@ import logging
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,13 +80,14 @@ import boto3.session
 from botocore.awsrequest import AWSResponse
 from botocore.compat import HTTPHeaders
 from botocore.config import Config
-from botocore.exceptions import BotoCoreError, ClientError, WaiterError
+from botocore.exceptions import BotoCoreError, ClientError
 
 if TYPE_CHECKING:
     from botocore.model import OperationModel
     from mypy_boto3_application_autoscaling import ApplicationAutoScalingClient
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_sagemaker import SageMakerClient
+    from mypy_boto3_sagemaker.type_defs import DescribeEndpointOutputTypeDef
 
 PROG = "python -m model.deploy"
 _T = TypeVar("_T")
@@ -132,9 +158,11 @@ SCALABLE_DIMENSION: Final = "sagemaker:variant:DesiredInstanceCount"
 CONNECT_TIMEOUT_S = 5.0
 READ_TIMEOUT_S = 30.0
 MAX_ATTEMPTS = 5
-# Waiting for InService: botocore's sagemaker waiter polls every 30 s; 120 polls is an hour.
+# Waiting for InService: a look every 30 s (as botocore's sagemaker waiter); 120 looks is an hour.
 WAIT_DELAY_S = 30
 WAIT_MAX_ATTEMPTS = 120
+# EndpointStatus values that change by themselves: wait through them; never update during them.
+IN_PROGRESS_STATUSES = frozenset({"Creating", "Updating", "SystemUpdating", "RollingBack"})
 
 _S3_URI = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<key>.*))?$")
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::(?P<account>\d{12}):role/[\w+=,.@/-]{1,512}$")
@@ -393,11 +421,16 @@ class DryRun:
     `before-parameter-build` sees the caller's parameters (recorded); `before-call` comes after
     they are serialized and before anything is signed or sent, and a handler that returns
     `(http_response, parsed)` there replaces the HTTP round trip.
+
+    `endpoint` is the endpoint as it stands (DescribeEndpoint's answer, read beforehand), or None
+    where there is none; CreateEndpoint and UpdateEndpoint change it as a successful call would,
+    and DescribeEndpoint answers from it, so the run takes the path a real one would.
     """
 
-    def __init__(self, region: str, account: str) -> None:
+    def __init__(self, region: str, account: str, endpoint: Mapping[str, Any] | None = None) -> None:
         self.region = region
         self.account = account
+        self.endpoint = None if endpoint is None else {k: v for k, v in endpoint.items() if k != "ResponseMetadata"}
         self.calls: list[AwsCall] = []
 
     def attach(self, session: boto3.session.Session) -> None:
@@ -412,11 +445,24 @@ class DryRun:
     def _answer(self, model: OperationModel, **_: Any) -> tuple[AWSResponse, dict[str, Any]]:
         call = self.calls[-1]  # calls are made one at a time: the last one recorded is this one
         parsed = self.response(call)
-        parsed["ResponseMetadata"] = {"RequestId": "dry-run", "HTTPStatusCode": 200, "HTTPHeaders": {}}
-        return AWSResponse("https://dry-run.invalid/", 200, HTTPHeaders(), None), parsed
+        status = 400 if "Error" in parsed else 200  # botocore raises the ClientError for a 4xx
+        parsed["ResponseMetadata"] = {"RequestId": "dry-run", "HTTPStatusCode": status, "HTTPHeaders": {}}
+        return AWSResponse("https://dry-run.invalid/", status, HTTPHeaders(), None), parsed
 
     def _arn(self, service: str, resource: str) -> str:
         return f"arn:aws:{service}:{self.region}:{self.account}:{resource}"
+
+    def _endpoint_in_service(self, name: str, endpoint_config_name: str) -> dict[str, Any]:
+        now = datetime.now(UTC)
+        created = self.endpoint["CreationTime"] if self.endpoint is not None else now
+        return {
+            "EndpointName": name,
+            "EndpointArn": self._arn("sagemaker", f"endpoint/{name.lower()}"),
+            "EndpointConfigName": endpoint_config_name,
+            "EndpointStatus": "InService",
+            "CreationTime": created,
+            "LastModifiedTime": now,
+        }
 
     def response(self, call: AwsCall) -> dict[str, Any]:
         """Return a plausible answer to `call`: what the next step reads, and no more."""
@@ -427,18 +473,14 @@ class DryRun:
             case ("sagemaker", "CreateEndpointConfig"):
                 name = params["EndpointConfigName"].lower()
                 return {"EndpointConfigArn": self._arn("sagemaker", f"endpoint-config/{name}")}
-            case ("sagemaker", "CreateEndpoint"):
-                return {"EndpointArn": self._arn("sagemaker", f"endpoint/{params['EndpointName'].lower()}")}
+            case ("sagemaker", "CreateEndpoint" | "UpdateEndpoint"):
+                self.endpoint = self._endpoint_in_service(params["EndpointName"], params["EndpointConfigName"])
+                return {"EndpointArn": self.endpoint["EndpointArn"]}
             case ("sagemaker", "DescribeEndpoint"):
-                now = datetime.now(UTC)
-                return {
-                    "EndpointName": params["EndpointName"],
-                    "EndpointArn": self._arn("sagemaker", f"endpoint/{params['EndpointName'].lower()}"),
-                    "EndpointConfigName": params["EndpointName"],
-                    "EndpointStatus": "InService",
-                    "CreationTime": now,
-                    "LastModifiedTime": now,
-                }
+                if self.endpoint is None:
+                    arn = self._arn("sagemaker", f"endpoint/{params['EndpointName'].lower()}")
+                    return {"Error": {"Code": "ValidationException", "Message": f'Could not find endpoint "{arn}".'}}
+                return dict(self.endpoint)
             case ("application-autoscaling", "RegisterScalableTarget"):
                 return {"ScalableTargetARN": self._arn("application-autoscaling", "scalable-target/dry-run")}
             case ("application-autoscaling", "PutScalingPolicy"):
@@ -452,6 +494,23 @@ class DryRun:
                 return {}
 
 
+def plan_dry_run(config: DeployConfig) -> tuple[DryRun, str]:
+    """Read the endpoint for real (the one call a dry run sends); return the `DryRun` and what was read.
+
+    Without credentials nothing is read (nor sent), and the plan is the one for a new endpoint.
+    """
+    session = build_session(config)
+    name = config.endpoint_name
+    if session.get_credentials() is None:
+        log.warning("dry run: no AWS credentials to read endpoint %s with; planning a new endpoint", name)
+        return DryRun(config.region, config.account), f"{name} not read (no AWS credentials): planned as new"
+    endpoint = find_endpoint(sagemaker_client(session, config.region), name)
+    if endpoint is None:
+        return DryRun(config.region, config.account), f"read first: no endpoint {name}"
+    state = f"{endpoint['EndpointStatus']} on {endpoint.get('EndpointConfigName')}"
+    return DryRun(config.region, config.account, endpoint), f"read first: {name} is {state}"
+
+
 # --- the deployment ------------------------------------------------------------------------
 
 
@@ -463,8 +522,12 @@ class Deployment:
     model_name: str
     image_uri: str
     status: str
+    action: str = "created"  # or "updated"
+    endpoint_config_name: str = ""
+    replaced_endpoint_config: str | None = None  # the update's old config: kept, for a rollback
     scaling_policy_arns: list[str] = field(default_factory=list)
     calls: list[AwsCall] = field(default_factory=list)
+    dry_run_note: str = ""  # what a dry run read before planning
 
 
 def _sdk(module: str) -> Any:
@@ -500,8 +563,38 @@ def image_uri(config: DeployConfig) -> str:
     return uri
 
 
-def create_endpoint(config: DeployConfig, image: str, session: boto3.session.Session, client: SageMakerClient) -> str:
-    """Create the model, endpoint config and endpoint with `PyTorchModel.deploy`; return the model's name.
+def find_endpoint(client: SageMakerClient, endpoint_name: str) -> DescribeEndpointOutputTypeDef | None:
+    """Return DescribeEndpoint's answer for the endpoint, or None if there is no such endpoint."""
+    try:
+        return client.describe_endpoint(EndpointName=endpoint_name)
+    except ClientError as exc:
+        # How SageMaker says "no such endpoint" (the SDK's own test, session._deployment_entity_exists).
+        error = exc.response.get("Error", {})
+        if error.get("Code") == "ValidationException" and "Could not find" in error.get("Message", ""):
+            return None
+        raise
+
+
+def check_updatable(endpoint: DescribeEndpointOutputTypeDef) -> None:
+    """Raise `DeployError`, saying what to do, unless the existing endpoint can be updated now (InService)."""
+    name, status = endpoint["EndpointName"], endpoint["EndpointStatus"]
+    if status == "InService":
+        return
+    if status in IN_PROGRESS_STATUSES:
+        raise DeployError(f"endpoint {name} is {status}: wait for it to be InService, then run again")
+    if status == "Deleting":
+        raise DeployError(f"endpoint {name} is being deleted: wait until it is gone, then run again to create it")
+    if status == "Failed":
+        reason = endpoint.get("FailureReason") or "no reason given"
+        raise DeployError(
+            f"endpoint {name} is Failed ({reason}); SageMaker allows only DeleteEndpoint on a failed "
+            "endpoint: delete it, then run again to create it"
+        )
+    raise DeployError(f"endpoint {name} is {status}: it needs fixing by hand before it can be updated")
+
+
+def pytorch_model(config: DeployConfig, image: str, session: boto3.session.Session, client: SageMakerClient) -> Any:
+    """Return the `PyTorchModel` both paths deploy, named `<endpoint>-<timestamp>`; it calls nothing yet.
 
     No `entry_point` and no `source_dir`: the handler is already in the tarball's `code/`.
     Given either, the SDK would download the multi-GB tarball, repack it with the code and
@@ -511,7 +604,7 @@ def create_endpoint(config: DeployConfig, image: str, session: boto3.session.Ses
     """
     bucket = _S3_URI.match(config.model_data)
     assert bucket is not None  # checked in from_args
-    model = _sdk("sagemaker.pytorch").PyTorchModel(
+    return _sdk("sagemaker.pytorch").PyTorchModel(
         model_data=config.model_data,
         role=config.role,
         framework_version=config.framework_version,
@@ -525,40 +618,98 @@ def create_endpoint(config: DeployConfig, image: str, session: boto3.session.Ses
         code_location=f"s3://{bucket['bucket']}",
         sagemaker_session=_sdk("sagemaker").Session(boto_session=session, sagemaker_client=client),
     )
+
+
+def async_inference_config(config: DeployConfig) -> Any:
+    """Return the SDK's `AsyncInferenceConfig` for `--async`, or None for a real-time endpoint."""
     settings = config.async_inference
-    async_config = None
-    if settings is not None:
-        notifications = {"SuccessTopic": settings.success_topic, "ErrorTopic": settings.error_topic}
-        async_config = _sdk("sagemaker.async_inference").AsyncInferenceConfig(
-            output_path=settings.output_path,
-            failure_path=settings.failure_path,
-            max_concurrent_invocations_per_instance=settings.max_concurrent_invocations,
-            notification_config={key: arn for key, arn in notifications.items() if arn} or None,
-        )
+    if settings is None:
+        return None
+    notifications = {"SuccessTopic": settings.success_topic, "ErrorTopic": settings.error_topic}
+    return _sdk("sagemaker.async_inference").AsyncInferenceConfig(
+        output_path=settings.output_path,
+        failure_path=settings.failure_path,
+        max_concurrent_invocations_per_instance=settings.max_concurrent_invocations,
+        notification_config={key: arn for key, arn in notifications.items() if arn} or None,
+    )
+
+
+def create_endpoint(config: DeployConfig, model: Any) -> str:
+    """Create the model, endpoint config and endpoint with `PyTorchModel.deploy`; return the config's name."""
     model.deploy(
         initial_instance_count=config.instance_count,
         instance_type=config.instance_type,
         endpoint_name=config.endpoint_name,
         kms_key=config.kms_key_id,
-        async_inference_config=async_config,
+        async_inference_config=async_inference_config(config),
         model_data_download_timeout=MODEL_DATA_DOWNLOAD_TIMEOUT_S,
         container_startup_health_check_timeout=CONTAINER_STARTUP_HEALTH_CHECK_TIMEOUT_S,
         # The SDK's own wait sleeps 30 s before its first look; ours (`wait_in_service`) looks first.
         wait=False,
     )
-    return str(model.name)
+    return config.endpoint_name  # Session.endpoint_from_production_variants names the config like the endpoint
 
 
-def wait_in_service(client: SageMakerClient, endpoint_name: str) -> str:
-    """Wait until the endpoint is InService; raise `DeployError` with SageMaker's reason if it fails."""
-    try:
-        client.get_waiter("endpoint_in_service").wait(
-            EndpointName=endpoint_name, WaiterConfig={"Delay": WAIT_DELAY_S, "MaxAttempts": WAIT_MAX_ATTEMPTS}
+def update_endpoint(config: DeployConfig, model: Any, client: SageMakerClient) -> str:
+    """Create the model and a new endpoint config, then UpdateEndpoint to them; return the config's name.
+
+    The SDK makes both exactly as `PyTorchModel.deploy` does for a new endpoint: `Model.create`
+    is the CreateModel half of `deploy`, and `Session.create_endpoint_config` builds the variant
+    with the same `sagemaker.production_variant` and applies the KMS key and async config the
+    same way. Not `PyTorchModel.deploy(update_endpoint=True)`: it always waits, with the SDK's
+    wait (30 s before the first look, progress dots on stdout), and counts a rolled-back update
+    as InService. Not `Predictor.update_endpoint`: it copies the old config and builds a bare
+    variant, losing the start-up timeouts and keeping the old async and KMS settings.
+    """
+    model.create(instance_type=config.instance_type)
+    async_config = async_inference_config(config)
+    endpoint_config: str = model.sagemaker_session.create_endpoint_config(
+        # Unique (a millisecond timestamp), and it pairs the config with its model, as the SDK's
+        # own update does.
+        name=model.name,
+        model_name=model.name,
+        initial_instance_count=config.instance_count,
+        instance_type=config.instance_type,
+        kms_key=config.kms_key_id,
+        model_data_download_timeout=MODEL_DATA_DOWNLOAD_TIMEOUT_S,
+        container_startup_health_check_timeout=CONTAINER_STARTUP_HEALTH_CHECK_TIMEOUT_S,
+        # The request dict `Model.deploy` makes of the same object.
+        async_inference_config_dict=None if async_config is None else async_config._to_request_dict(),
+    )
+    # boto3's own call: the SDK's Session.update_endpoint(wait=False) adds only a second
+    # DescribeEndpoint, and turns an endpoint deleted in between into a ValueError.
+    client.update_endpoint(EndpointName=config.endpoint_name, EndpointConfigName=endpoint_config)
+    return endpoint_config
+
+
+def wait_in_service(client: SageMakerClient, endpoint_name: str, endpoint_config_name: str | None = None) -> str:
+    """Wait until the endpoint is InService (on `endpoint_config_name`, when given); else raise `DeployError`.
+
+    Looks first, then every WAIT_DELAY_S while the endpoint is Creating or Updating. An update
+    that fails is rolled back: the endpoint settles InService on its old config, the reason in
+    FailureReason; the config it settles on tells that from success. (botocore's
+    `endpoint_in_service` waiter returns no answer to check, and would keep polling an endpoint
+    in UpdateRollbackFailed for the full hour.)
+    """
+    endpoint = client.describe_endpoint(EndpointName=endpoint_name)
+    looks = 1
+    while endpoint["EndpointStatus"] in IN_PROGRESS_STATUSES:
+        if looks == WAIT_MAX_ATTEMPTS:
+            minutes = WAIT_DELAY_S * WAIT_MAX_ATTEMPTS // 60
+            raise DeployError(f"endpoint {endpoint_name} is still {endpoint['EndpointStatus']} after {minutes} minutes")
+        time.sleep(WAIT_DELAY_S)
+        endpoint = client.describe_endpoint(EndpointName=endpoint_name)
+        looks += 1
+    status, reason = endpoint["EndpointStatus"], endpoint.get("FailureReason")
+    if status != "InService":
+        raise DeployError(f"endpoint {endpoint_name} did not come up: {reason or status}")
+    serving = endpoint.get("EndpointConfigName")
+    if endpoint_config_name is not None and serving != endpoint_config_name:
+        raise DeployError(
+            f"endpoint {endpoint_name} rolled back to {serving}: the update to {endpoint_config_name} failed: "
+            f"{reason or 'SageMaker gave no reason'}"
         )
-    except WaiterError as exc:
-        reason = exc.last_response.get("FailureReason") or exc.last_response.get("EndpointStatus") or str(exc)
-        raise DeployError(f"endpoint {endpoint_name} did not come up: {reason}") from exc
-    return "InService"
+    return status
 
 
 def register_autoscaling(config: DeployConfig, session: boto3.session.Session) -> list[str]:
@@ -632,21 +783,48 @@ def register_autoscaling(config: DeployConfig, session: boto3.session.Session) -
 
 
 def deploy(config: DeployConfig) -> Deployment:
-    """Create the endpoint (and, for async, its autoscaling); with `dry_run`, only pretend to."""
+    """Create the endpoint, or update it if it exists (and, for async, register its autoscaling).
+
+    With `dry_run`, only pretend to.
+    """
     image = image_uri(config)  # first: an unknown version or region is refused before any client exists
-    dry_run = DryRun(config.region, config.account) if config.dry_run else None
+    dry_run, note = plan_dry_run(config) if config.dry_run else (None, "")
     session = build_session(config, dry_run)
     client = sagemaker_client(session, config.region)
-    model_name = create_endpoint(config, image, session, client)
-    status = wait_in_service(client, config.endpoint_name) if config.wait else "Creating"
+    current = find_endpoint(client, config.endpoint_name)
+    if current is not None:
+        check_updatable(current)  # before anything is created
+    model = pytorch_model(config, image, session, client)
+    replaced: str | None = None  # the config an update replaces: kept, for a rollback
+    if current is None:
+        endpoint_config = create_endpoint(config, model)
+    else:
+        endpoint_config = update_endpoint(config, model, client)
+        replaced = current["EndpointConfigName"]
+    status = "Creating" if current is None else "Updating"
+    if config.wait:
+        # A new endpoint cannot roll back; an update can, to `replaced`.
+        status = wait_in_service(client, config.endpoint_name, endpoint_config if replaced else None)
+    if replaced:
+        log.info(
+            "left in place for a rollback: endpoint config %s and its model (roll back with aws sagemaker "
+            "update-endpoint --endpoint-name %s --endpoint-config-name %s)",
+            replaced,
+            config.endpoint_name,
+            replaced,
+        )
     policies = register_autoscaling(config, session) if config.async_inference is not None else []
     return Deployment(
         endpoint_name=config.endpoint_name,
-        model_name=model_name,
+        model_name=str(model.name),
         image_uri=image,
         status=status,
+        action="created" if current is None else "updated",
+        endpoint_config_name=endpoint_config,
+        replaced_endpoint_config=replaced,
         scaling_policy_arns=policies,
         calls=list(dry_run.calls) if dry_run is not None else [],
+        dry_run_note=note,
     )
 
 
@@ -684,7 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help="KMS key for the instances' storage volume (not for types with local NVMe, e.g. ml.g5)",
     )
-    parser.add_argument("--no-wait", action="store_true", help="return once the endpoint is being created")
+    parser.add_argument("--no-wait", action="store_true", help="return once the endpoint is being created or updated")
     parser.add_argument("--dry-run", action="store_true", help="print every AWS call it would make; send none")
     group = parser.add_argument_group("asynchronous endpoint (scales to zero)")
     group.add_argument("--async", dest="use_async", action="store_true", help="deploy an async endpoint")
@@ -726,7 +904,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 1
     if config.dry_run:
-        print(f"# dry run: {len(deployment.calls)} AWS calls in {config.region}, none sent")
+        print(f"# dry run: {len(deployment.calls)} AWS calls in {config.region}, none sent; {deployment.dry_run_note}")
         for call in deployment.calls:
             print(call)
         return 0
@@ -734,9 +912,12 @@ def main(argv: list[str] | None = None) -> int:
         json.dumps(
             {
                 "endpoint": deployment.endpoint_name,
+                "action": deployment.action,
                 "status": deployment.status,
                 "model": deployment.model_name,
                 "image": deployment.image_uri,
+                "endpoint_config": deployment.endpoint_config_name,
+                "replaced_endpoint_config": deployment.replaced_endpoint_config,
                 "async": config.async_inference is not None,
                 "scaling_policies": deployment.scaling_policy_arns,
             }
