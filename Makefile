@@ -70,6 +70,7 @@ bench: install ## Run the benchmarks under bench/ (writes bench/results/*.json)
 	$(PY) -m bench.model
 	$(PY) -m bench.auth_db
 	$(PY) -m bench.image_sizes
+	$(PY) -m bench.observability
 
 clean: ## Remove the virtual environment, caches and local data
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache data node_modules infra/cdk.out

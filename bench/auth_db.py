@@ -48,10 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import json
-import os
-import platform
 import random
 import statistics
 import sys
@@ -62,7 +59,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AsyncExitStack, ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime
-from importlib import metadata
 from io import BytesIO
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,7 +76,8 @@ from app.bootstrap import create_app
 from app.config import Settings
 from app.domain.models import StoredAnalysis
 from app.domain.ports import AnalysisRepository, Backends
-from bench.stats import percentile
+from bench.stats import event_loop_factory, machine, percentile
+from bench.stats import versions as versions_of
 from tests.fakes import FakeStore, FakeVision, FakeWriter
 from tests.imagegen import product_jpeg
 from tests.supabase_fake import JWKSServer, Signer, claims, ec_signer, jwks_serving
@@ -440,26 +437,9 @@ async def measure(plan: Plan) -> tuple[list[Line], dict[str, Any]]:
     return lines, verifier
 
 
-def event_loop_factory() -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
-    """uvloop where installed, as uvicorn's loop="auto" picks it in production."""
-    try:
-        import uvloop
-    except ImportError:
-        return None, "asyncio"
-    return uvloop.new_event_loop, f"uvloop {metadata.version('uvloop')}"
-
-
 def versions() -> dict[str, str | None]:
-    """Versions of what ran: the imported module's own `__version__`, else its installed distribution's."""
-    found: dict[str, str | None] = {"python": platform.python_version()}
-    for label, (module, distribution) in VERSIONED.items():
-        try:
-            found[label] = str(
-                getattr(importlib.import_module(module), "__version__", None) or metadata.version(distribution)
-            )
-        except (ImportError, metadata.PackageNotFoundError):
-            found[label] = None
-    return found
+    """Versions of what ran (`VERSIONED`)."""
+    return versions_of(VERSIONED)
 
 
 def table(result: dict[str, Any]) -> str:
@@ -578,11 +558,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "null_repository_database_file_created": null_database_created,
         "verifier": verifier,
         "versions": versions(),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-        },
+        "machine": machine(),
         "wall_s": round(time.perf_counter() - started, 1),
     }
 

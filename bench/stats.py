@@ -1,10 +1,17 @@
-"""Timing helpers shared by the benchmarks."""
+"""Timing helpers shared by the benchmarks, and what they record about the run (versions, machine, loop)."""
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import math
+import os
+import platform
+import random
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from importlib import metadata
 
 
 def timed(fn: Callable[[], object], runs: int, warmup: int = 2) -> list[float]:
@@ -23,3 +30,49 @@ def percentile(samples: list[float], q: float) -> float:
     """Return the nearest-rank `q` quantile (0 < q <= 1) of `samples`."""
     ordered = sorted(samples)
     return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def median_difference_ci(
+    samples: list[float], baseline: list[float], *, resamples: int = 2000, level: float = 0.95, seed: int = 0
+) -> tuple[float, float]:
+    """A bootstrap `level` confidence interval of median(samples) - median(baseline), in their unit."""
+    rng = random.Random(seed)
+    differences = sorted(
+        statistics.median(rng.choices(samples, k=len(samples)))
+        - statistics.median(rng.choices(baseline, k=len(baseline)))
+        for _ in range(resamples)
+    )
+    tail = (1 - level) / 2
+    return differences[int(tail * resamples)], differences[min(resamples - 1, int((1 - tail) * resamples))]
+
+
+def event_loop_factory() -> tuple[Callable[[], asyncio.AbstractEventLoop] | None, str]:
+    """uvloop where installed, as uvicorn's loop="auto" picks it in production."""
+    try:
+        import uvloop
+    except ImportError:
+        return None, "asyncio"
+    return uvloop.new_event_loop, f"uvloop {metadata.version('uvloop')}"
+
+
+def versions(versioned: Mapping[str, tuple[str, str]]) -> dict[str, str | None]:
+    """Versions of what ran, by label -> (module, distribution): the imported module's own `__version__`,
+    else its installed distribution's; None when it is not installed."""
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for label, (module, distribution) in versioned.items():
+        try:
+            found[label] = str(
+                getattr(importlib.import_module(module), "__version__", None) or metadata.version(distribution)
+            )
+        except (ImportError, metadata.PackageNotFoundError):
+            found[label] = None
+    return found
+
+
+def machine() -> dict[str, object]:
+    """The machine the benchmark ran on."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
