@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import math
 import os
 import platform
 import random
@@ -12,6 +11,8 @@ import statistics
 import time
 from collections.abc import Callable, Mapping
 from importlib import metadata
+
+from app.services.latency import nearest_rank
 
 
 def timed(fn: Callable[[], object], runs: int, warmup: int = 2) -> list[float]:
@@ -27,9 +28,8 @@ def timed(fn: Callable[[], object], runs: int, warmup: int = 2) -> list[float]:
 
 
 def percentile(samples: list[float], q: float) -> float:
-    """Return the nearest-rank `q` quantile (0 < q <= 1) of `samples`."""
-    ordered = sorted(samples)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+    """Return the nearest-rank `q` quantile (0 < q <= 1) of `samples`, as the service's SLO monitor reads it."""
+    return nearest_rank(sorted(samples), q)
 
 
 def median_difference_ci(
