@@ -8,6 +8,7 @@ snake_case code; nothing else ever reaches a client except the generic 500.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
@@ -30,6 +31,11 @@ _HTTP_CODES = {
     405: "method_not_allowed",
     406: "not_acceptable",
 }
+
+
+def error_responses(codes: Mapping[int, str]) -> dict[int | str, dict[str, Any]]:
+    """A route's OpenAPI `responses=`: each status answers the error body, with the codes it may carry."""
+    return {status: {"model": ErrorBody, "description": text} for status, text in codes.items()}
 
 
 def error_response(error: AppError, request_id: str) -> JSONResponse:

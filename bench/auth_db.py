@@ -76,8 +76,7 @@ from app.bootstrap import create_app
 from app.config import Settings
 from app.domain.models import StoredAnalysis
 from app.domain.ports import AnalysisRepository, Backends
-from bench.stats import event_loop_factory, machine, percentile
-from bench.stats import versions as versions_of
+from bench.stats import event_loop_factory, machine, percentile, versions
 from tests.fakes import FakeStore, FakeVision, FakeWriter
 from tests.imagegen import product_jpeg
 from tests.supabase_fake import JWKSServer, Signer, claims, ec_signer, jwks_serving
@@ -86,18 +85,8 @@ DEFAULT_OUT = Path(__file__).parent / "results" / "auth_db.json"
 # Large enough that no run of this benchmark ever reaches it.
 NEVER_REACHED_QUOTA = 1_000_000_000
 HS256_SECRET = b"bench-only-hs256-secret-of-at-least-32-bytes"
-# label -> (module, distribution)
-VERSIONED = {
-    "sqlalchemy": ("sqlalchemy", "sqlalchemy"),
-    "asyncpg": ("asyncpg", "asyncpg"),
-    "aiosqlite": ("aiosqlite", "aiosqlite"),
-    "PyJWT": ("jwt", "pyjwt"),
-    "cryptography": ("cryptography", "cryptography"),
-    "fastapi": ("fastapi", "fastapi"),
-    "starlette": ("starlette", "starlette"),
-    "httpx": ("httpx", "httpx"),
-    "uvloop": ("uvloop", "uvloop"),
-}
+# What ran, by distribution name, for the results' "versions".
+VERSIONED = ("sqlalchemy", "asyncpg", "aiosqlite", "PyJWT", "cryptography", "fastapi", "starlette", "httpx", "uvloop")
 
 BASELINE = "baseline"
 AUTH = "auth"
@@ -437,11 +426,6 @@ async def measure(plan: Plan) -> tuple[list[Line], dict[str, Any]]:
     return lines, verifier
 
 
-def versions() -> dict[str, str | None]:
-    """Versions of what ran (`VERSIONED`)."""
-    return versions_of(VERSIONED)
-
-
 def table(result: dict[str, Any]) -> str:
     rows = [
         f"POST /analyze, {result['image']['width']}x{result['image']['height']} JPEG "
@@ -557,7 +541,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         ],
         "null_repository_database_file_created": null_database_created,
         "verifier": verifier,
-        "versions": versions(),
+        "versions": versions(*VERSIONED),
         "machine": machine(),
         "wall_s": round(time.perf_counter() - started, 1),
     }

@@ -112,19 +112,19 @@ if TYPE_CHECKING:
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = Path(__file__).parent / "results" / "observability.json"
-# label -> (module, distribution)
-VERSIONED = {
-    "fastapi": ("fastapi", "fastapi"),
-    "starlette": ("starlette", "starlette"),
-    "httpx": ("httpx", "httpx"),
-    "structlog": ("structlog", "structlog"),
-    "posthog": ("posthog", "posthog"),
-    "boto3": ("boto3", "boto3"),
-    "botocore": ("botocore", "botocore"),
-    "moto": ("moto", "moto"),
-    "aiosqlite": ("aiosqlite", "aiosqlite"),
-    "uvloop": ("uvloop", "uvloop"),
-}
+# What ran, by distribution name, for the results' "versions".
+VERSIONED = (
+    "fastapi",
+    "starlette",
+    "httpx",
+    "structlog",
+    "posthog",
+    "boto3",
+    "botocore",
+    "moto",
+    "aiosqlite",
+    "uvloop",
+)
 
 OFF = "off"
 OFF_AGAIN = "off-again"  # configured as `off`, an app of its own: the A/A control, the method's noise floor
@@ -996,7 +996,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "behind a Starlette app), as moto.server.ThreadedMotoServer would serve it: Flask is not installed; "
             "boto3 finds it through AWS_ENDPOINT_URL_CLOUDWATCH_LOGS (botocore ignores AWS_ENDPOINT_URL_LOGS)",
         ],
-        "versions": versions(VERSIONED),
+        "versions": versions(*VERSIONED),
         "machine": machine()
         | {
             "load_average_before": load_before,

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import os
 import platform
 import random
 import statistics
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from importlib import metadata
 
 from app.services.latency import nearest_rank
@@ -55,17 +54,14 @@ def event_loop_factory() -> tuple[Callable[[], asyncio.AbstractEventLoop] | None
     return uvloop.new_event_loop, f"uvloop {metadata.version('uvloop')}"
 
 
-def versions(versioned: Mapping[str, tuple[str, str]]) -> dict[str, str | None]:
-    """Versions of what ran, by label -> (module, distribution): the imported module's own `__version__`,
-    else its installed distribution's; None when it is not installed."""
+def versions(*distributions: str) -> dict[str, str | None]:
+    """The installed version of each distribution that ran (None when it is not installed), and Python's."""
     found: dict[str, str | None] = {"python": platform.python_version()}
-    for label, (module, distribution) in versioned.items():
+    for distribution in distributions:
         try:
-            found[label] = str(
-                getattr(importlib.import_module(module), "__version__", None) or metadata.version(distribution)
-            )
-        except (ImportError, metadata.PackageNotFoundError):
-            found[label] = None
+            found[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            found[distribution] = None
     return found
 
 

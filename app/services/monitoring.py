@@ -49,10 +49,10 @@ class RequestRecord:
 
     def model_timings(self) -> Mapping[str, float] | None:
         """The stage timings of an analysis that ran the model; None for cached answers, replays and errors."""
-        timings = self.fields.get("timings_ms")
+        timings: Mapping[str, float] | None = self.fields.get("timings_ms")
         if self.status >= 300 or not timings or self.fields.get("cached") or self.fields.get("replayed"):
             return None
-        return dict(timings)
+        return timings
 
 
 def distinct_id(user_id: str, salt: bytes) -> str:

@@ -40,6 +40,13 @@ from packaging.version import Version
 from model import deploy
 
 REGION = "ca-central-1"
+# DescribeEndpoint's required fields, for Stubber answers; tests add EndpointStatus (and FailureReason).
+DESCRIBED = {
+    "EndpointName": "blip2-endpoint",
+    "EndpointArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/blip2-endpoint",
+    "CreationTime": "2025-01-01T00:00:00Z",
+    "LastModifiedTime": "2025-01-01T00:00:00Z",
+}
 MODEL_DATA = "s3://blip2-models/releases/blip2-endpoint.tar.gz"
 NEW_MODEL_DATA = "s3://blip2-models/releases/blip2-endpoint-v2.tar.gz"
 ROLE = "arn:aws:iam::123456789012:role/blip2-sagemaker"
@@ -620,15 +627,9 @@ def test_wait_after_an_update_polls_until_settled_then_checks_the_config(
     monkeypatch.setattr(deploy, "WAIT_DELAY_S", 0)
     client = boto3.client("sagemaker", region_name=REGION)
     stubber = Stubber(client)
-    described = {
-        "EndpointName": "blip2-endpoint",
-        "EndpointArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/blip2-endpoint",
-        "CreationTime": "2025-01-01T00:00:00Z",
-        "LastModifiedTime": "2025-01-01T00:00:00Z",
-    }
-    stubber.add_response("describe_endpoint", {**described, "EndpointStatus": "Updating"})
-    stubber.add_response("describe_endpoint", {**described, "EndpointStatus": "Updating"})
-    stubber.add_response("describe_endpoint", {**described, **settled})
+    stubber.add_response("describe_endpoint", {**DESCRIBED, "EndpointStatus": "Updating"})
+    stubber.add_response("describe_endpoint", {**DESCRIBED, "EndpointStatus": "Updating"})
+    stubber.add_response("describe_endpoint", {**DESCRIBED, **settled})
 
     with stubber, pytest.raises(deploy.DeployError, match=re.escape(message)):
         deploy.wait_in_service(client, "blip2-endpoint", "blip2-endpoint-new")
@@ -707,15 +708,9 @@ def test_failed_endpoint_raises_with_sagemakers_reason(monkeypatch: pytest.Monke
     monkeypatch.setattr(deploy, "WAIT_DELAY_S", 0)
     client = boto3.client("sagemaker", region_name=REGION)
     stubber = Stubber(client)
-    described = {
-        "EndpointName": "blip2-endpoint",
-        "EndpointArn": f"arn:aws:sagemaker:{REGION}:123456789012:endpoint/blip2-endpoint",
-        "CreationTime": "2025-01-01T00:00:00Z",
-        "LastModifiedTime": "2025-01-01T00:00:00Z",
-    }
-    stubber.add_response("describe_endpoint", {**described, "EndpointStatus": "Creating"})
+    stubber.add_response("describe_endpoint", {**DESCRIBED, "EndpointStatus": "Creating"})
     reason = "The primary container for production variant AllTraffic did not pass the ping health check."
-    stubber.add_response("describe_endpoint", {**described, "EndpointStatus": "Failed", "FailureReason": reason})
+    stubber.add_response("describe_endpoint", {**DESCRIBED, "EndpointStatus": "Failed", "FailureReason": reason})
 
     with stubber, pytest.raises(deploy.DeployError, match="did not pass the ping health check"):
         deploy.wait_in_service(client, "blip2-endpoint")

@@ -2,22 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
 from app.api.deps import CurrentUser, History
-from app.domain.models import Analysis, AnalysisPage, ErrorBody
+from app.domain.models import Analysis, AnalysisPage
+from app.errors_http import error_responses
 from app.services.history import MAX_PAGE_SIZE
 
 router = APIRouter(prefix="/analyses", tags=["analyses"])
 
 
-def _errors(**codes: str) -> dict[int | str, dict[str, Any]]:
-    return {int(status[1:]): {"model": ErrorBody, "description": text} for status, text in codes.items()}
-
-
-@router.get("", response_model=AnalysisPage, responses=_errors(s401="unauthorized", s422="invalid_field"))
+@router.get("", response_model=AnalysisPage, responses=error_responses({401: "unauthorized", 422: "invalid_field"}))
 async def list_analyses(
     user: CurrentUser,
     history: History,
@@ -28,7 +25,9 @@ async def list_analyses(
     return await history.page(user.id, limit=limit, cursor=cursor)
 
 
-@router.get("/{analysis_id}", response_model=Analysis, responses=_errors(s401="unauthorized", s404="not_found"))
+@router.get(
+    "/{analysis_id}", response_model=Analysis, responses=error_responses({401: "unauthorized", 404: "not_found"})
+)
 async def get_analysis(analysis_id: str, user: CurrentUser, history: History) -> Analysis:
     """One of the caller's analyses; another user's id is a 404, like one that does not exist."""
     return await history.get(user.id, analysis_id)
@@ -38,7 +37,7 @@ async def get_analysis(analysis_id: str, user: CurrentUser, history: History) ->
     "/{analysis_id}",
     status_code=204,
     response_class=Response,
-    responses=_errors(s401="unauthorized", s404="not_found", s409="analysis_running"),
+    responses=error_responses({401: "unauthorized", 404: "not_found", 409: "analysis_running"}),
 )
 async def delete_analysis(analysis_id: str, user: CurrentUser, history: History) -> Response:
     """Delete the analysis and its stored image (kept while another of the caller's analyses uses it)."""

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Response
 
 from app.api.deps import Analyzer, IdempotencyKey, ImageUploadDep, RateLimitedUser
 from app.api.uploads import ANALYZE_OPENAPI
-from app.domain.models import AnalysisResponse, ErrorBody
+from app.domain.models import AnalysisResponse
+from app.errors_http import error_responses
 
 router = APIRouter(tags=["analysis"])
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in {
+_ERRORS = error_responses(
+    {
         400: "missing_image, malformed_request",
         401: "unauthorized",
         409: "idempotency_key_in_use",
@@ -25,8 +23,8 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         502: "vision_model_error, report_writer_error",
         503: "upstream_unavailable",
         504: "upstream_timeout",
-    }.items()
-}
+    }
+)
 
 
 @router.post("/analyze", response_model=AnalysisResponse, responses=_ERRORS, openapi_extra=ANALYZE_OPENAPI)

@@ -10,31 +10,31 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.api.log_batches import parse_batch, read_body
 from app.api.state import edge_shipper_of, settings_of
-from app.domain.models import EdgeLogsAccepted, ErrorBody
+from app.domain.models import EdgeLogsAccepted
 from app.errors import NotFound, Unauthorized
+from app.errors_http import error_responses
 
 router = APIRouter(tags=["logs"])
 
 _bearer = HTTPBearer(auto_error=False, scheme_name="EdgeLogToken", description="EDGE_LOG_TOKEN.")
 
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": text}
-    for status, text in {
+_ERRORS = error_responses(
+    {
         400: "malformed_request",
         401: "unauthorized",
         404: "not_found (EDGE_LOG_TOKEN is not set)",
         413: "payload_too_large",
         415: "unsupported_media_type",
         422: "invalid_field",
-    }.items()
-}
+    }
+)
 
 
 def token_matches(given: str, expected: str) -> bool:
